@@ -1,0 +1,399 @@
+"""The thin driver of the dispatch state machine (DESIGN "The dispatch state machine").
+
+Every attempt is a task that turns its provider's link events into machine events on one
+inbox; timers are loop callbacks that put their `Timer` there; reserves are tasks that put
+`Reserved`/`NoProvider`. The loop takes everything ready at once, steps the pure machine,
+and executes the actions it returns -- nothing else decides anything here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter
+
+from dispatcher_svc import machine as m
+from dispatcher_svc.chunks import is_boilerplate
+from dispatcher_svc.config import DispatcherConfig
+from dispatcher_svc.link import (
+    Attempt,
+    LinkAccepted,
+    LinkChunk,
+    LinkComplete,
+    LinkError,
+    LinkServer,
+)
+from dispatcher_svc.registry_client import GrpcRegistry, NoReservation
+from protos import dispatcher_pb2
+from protos import hedgerow_common_pb2 as common_pb2
+
+log = logging.getLogger(__name__)
+RETRY_RESERVE_TIMEOUT_S = 5.0
+
+
+class DispatchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.dispatches = Counter(
+            "dispatcher_dispatches",
+            "Provider dispatches by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "dispatcher_requests", "Requests by final outcome", ["outcome"], registry=registry
+        )
+        self.speculative = Counter(
+            "dispatcher_speculative_dispatches", "Speculative backups sent", registry=registry
+        )
+        self.speculative_wins = Counter(
+            "dispatcher_speculative_wins", "Requests won by the backup", registry=registry
+        )
+        self.in_band_errors = Counter(
+            "dispatcher_in_band_errors", "Errors after commit", registry=registry
+        )
+        self.cooldowns = Counter(
+            "dispatcher_cooldowns_entered", "Breaker cooldowns entered", registry=registry
+        )
+
+
+def settings_from(config: DispatcherConfig) -> m.DispatchSettings:
+    return m.DispatchSettings(
+        max_dispatch_attempts=config.max_dispatch_attempts,
+        ttft_base_s=config.ttft_base_s,
+        ttft_per_token_s=config.ttft_per_token_s,
+        speculative_ratio=config.speculative_ratio,
+        preamble_content_timeout_s=config.preamble_content_timeout_s,
+        inference_timeout_s=config.inference_timeout_s,
+        max_held_preamble=config.max_held_preamble,
+    )
+
+
+def _outcome(status: int) -> str:
+    if status == m.SUCCESS:
+        return "success"
+    if status == m.CANCELLED:
+        return "cancelled"
+    return "timeout" if status == 504 else "failure"
+
+
+@dataclass
+class _Live:
+    """Driver-side bookkeeping of one attempt (the machine keeps the decisions)."""
+
+    reservation_id: str = ""
+    provider: str = ""
+    version: str = ""
+    queued_s: float = 0.0
+    sent_at: float = 0.0
+    link: Attempt | None = None
+    reader: asyncio.Task[None] | None = None
+    reserver: asyncio.Task[None] | None = None
+    backup: bool = False
+
+
+@dataclass(eq=False)
+class DispatchRun:
+    """Drives one request. Iterate `run()` for the gateway's events; cancel-safe."""
+
+    request: dispatcher_pb2.DispatchRequest
+    settings: m.DispatchSettings
+    links: LinkServer
+    registry: GrpcRegistry
+    metrics: DispatchMetrics
+    queue_wait_s: float
+    clock: Callable[[], float] = time.monotonic
+    inbox: asyncio.Queue[m.Event] = field(default_factory=asyncio.Queue)
+    _attempts: dict[int, _Live] = field(default_factory=dict)
+    _timers: dict[m.Timer, asyncio.TimerHandle] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _committed: int | None = None
+    _started: float = 0.0
+
+    async def run(self) -> AsyncIterator[dispatcher_pb2.DispatchEvent]:
+        self._started = self.clock()
+        state, actions = m.start(self.settings, self.request.prompt_tokens)
+        try:
+            while True:
+                for out in self._execute(actions):
+                    yield out
+                if state.finished:
+                    return
+                events = [await self.inbox.get()]
+                while not self.inbox.empty():
+                    events.append(self.inbox.get_nowait())
+                state, actions = m.step_all(state, events, self.clock())
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away (or the servicer was stopped): cancel every live attempt
+            # and release every slot exactly once (B12), without emitting anything.
+            await asyncio.shield(self._abandon(state))
+            raise
+        finally:
+            for handle in self._timers.values():
+                handle.cancel()
+            if self._background:
+                await asyncio.shield(asyncio.gather(*self._background, return_exceptions=True))
+
+    async def _abandon(self, state: m.DispatchState) -> None:
+        state, actions = m.step(state, m.ClientGone(), self.clock())
+        list(self._execute(actions))
+        while not state.finished:
+            event = await self.inbox.get()
+            if isinstance(event, m.Reserved | m.NoProvider):
+                state, actions = m.step(state, event, self.clock())
+                list(self._execute(actions))
+
+    # --- actions --------------------------------------------------------------------
+
+    def _execute(self, actions: list[m.Action]) -> list[dispatcher_pb2.DispatchEvent]:
+        out: list[dispatcher_pb2.DispatchEvent] = []
+        for action in actions:
+            if isinstance(action, m.Relay):
+                out.append(
+                    dispatcher_pb2.DispatchEvent(chunks=dispatcher_pb2.Chunks(chunks=action.chunks))
+                )
+            elif isinstance(action, m.Reserve):
+                self._reserve(action)
+            elif isinstance(action, m.AbortReserve):
+                live = self._attempts.get(action.attempt)
+                if live is not None and live.reserver is not None:
+                    live.reserver.cancel()
+            elif isinstance(action, m.Send):
+                self._send(action.attempt)
+            elif isinstance(action, m.Cancel):
+                self._cancel(action.attempt)
+            elif isinstance(action, m.Release):
+                self._release(action)
+            elif isinstance(action, m.SetTimer):
+                delay = max(0.0, action.timer.at - self.clock())
+                self._timers[action.timer] = asyncio.get_running_loop().call_later(
+                    delay, self._fire, action.timer
+                )
+            elif isinstance(action, m.ClearTimer):
+                handle = self._timers.pop(action.timer, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(action, m.Commit):
+                out.extend(self._commit(action))
+            elif isinstance(action, m.Finish):
+                self.metrics.requests.labels("success").inc()
+                usage = common_pb2.Usage(
+                    prompt_tokens=action.usage.prompt_tokens,
+                    completion_tokens=action.usage.completion_tokens,
+                    total_tokens=action.usage.total_tokens,
+                )
+                out.append(
+                    dispatcher_pb2.DispatchEvent(completed=dispatcher_pb2.Completed(usage=usage))
+                )
+            elif isinstance(action, m.InBandError):
+                self.metrics.in_band_errors.inc()
+                self.metrics.requests.labels("in_band_error").inc()
+                out.append(
+                    dispatcher_pb2.DispatchEvent(
+                        stream_error=dispatcher_pb2.StreamError(
+                            status_code=action.status_code, message=action.message
+                        )
+                    )
+                )
+            elif isinstance(action, m.Fail):
+                self.metrics.requests.labels("failed").inc()
+                out.append(
+                    dispatcher_pb2.DispatchEvent(
+                        failed=dispatcher_pb2.Failed(
+                            http_status=action.http_status,
+                            code=action.code,
+                            message=action.message,
+                            retry_after_s=action.retry_after_s or 0.0,
+                        )
+                    )
+                )
+        return out
+
+    def _fire(self, timer: m.Timer) -> None:
+        self._timers.pop(timer, None)
+        self.inbox.put_nowait(timer)
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _reserve(self, action: m.Reserve) -> None:
+        live = self._attempts.setdefault(action.attempt, _Live(backup=action.backup))
+        if action.backup:
+            self.metrics.speculative.inc()
+        live.reserver = self._spawn(self._reserve_task(action, live))
+
+    async def _reserve_task(self, action: m.Reserve, live: _Live) -> None:
+        r = self.request
+        try:
+            reservation = await self.registry.reserve(
+                model=r.model,
+                traits=r.traits,
+                exclude=sorted(action.exclude),
+                avoid_version=action.avoid_version or "",
+                allowlist=r.allowlist,
+                prompt_tokens=r.prompt_tokens,
+                max_tokens=r.max_tokens,
+                may_queue=action.may_queue,
+                timeout_s=self.queue_wait_s if action.may_queue else RETRY_RESERVE_TIMEOUT_S,
+            )
+        except NoReservation as exc:
+            self.inbox.put_nowait(
+                m.NoProvider(
+                    action.attempt,
+                    full=exc.http_status == 429,
+                    retry_after_s=exc.retry_after_s or None,
+                    message=exc.detail,
+                )
+            )
+            return
+        except asyncio.CancelledError:
+            # AbortReserve: the machine still needs its one answer for this attempt.
+            self.inbox.put_nowait(m.NoProvider(action.attempt, message="reserve aborted"))
+            raise
+        live.reservation_id = reservation.reservation_id
+        live.provider = reservation.provider_id
+        live.version = reservation.provider_version
+        live.queued_s = reservation.queued_s
+        self.inbox.put_nowait(
+            m.Reserved(action.attempt, reservation.provider_id, reservation.provider_version)
+        )
+
+    def _send(self, attempt_id: int) -> None:
+        live = self._attempts[attempt_id]
+        live.sent_at = self.clock()
+        self.metrics.dispatches.labels("sent").inc()
+        live.reader = self._spawn(self._attempt_task(attempt_id, live))
+
+    async def _attempt_task(self, attempt_id: int, live: _Live) -> None:
+        session = self.links.get(live.provider)
+        if session is None:
+            self.inbox.put_nowait(m.Disconnected(attempt_id))
+            return
+        link = await session.start_attempt(
+            f"{self.request.request_id}.{attempt_id}",
+            self.request.body,
+            completions=self.request.kind == dispatcher_pb2.REQUEST_KIND_COMPLETIONS,
+        )
+        live.link = link
+        put = self.inbox.put_nowait
+        while True:
+            event = await link.next_event()
+            if isinstance(event, LinkChunk):
+                # After commit every chunk is relayed as is: no need to classify it.
+                boilerplate = self._committed is None and is_boilerplate(event.payload)
+                put(m.Chunk(attempt_id, event.payload, boilerplate))
+                continue
+            if isinstance(event, LinkAccepted):
+                put(m.Accepted(attempt_id))
+                continue
+            if isinstance(event, LinkComplete):
+                u = event.usage
+                put(
+                    m.Completed(
+                        attempt_id, m.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens)
+                    )
+                )
+            elif isinstance(event, LinkError):
+                put(m.ProviderError(attempt_id, event.status, event.message))
+            else:
+                put(m.Disconnected(attempt_id))
+            session.finish(link.attempt_id)
+            return
+
+    def _cancel(self, attempt_id: int) -> None:
+        live = self._attempts.get(attempt_id)
+        if live is None:
+            return
+        if live.reader is not None:
+            live.reader.cancel()
+        if live.link is not None:
+            self._spawn(live.link.cancel())
+
+    def _release(self, action: m.Release) -> None:
+        live = self._attempts.get(action.attempt)
+        if live is None or not live.reservation_id:
+            return
+        self.metrics.dispatches.labels(_outcome(action.status_code)).inc()
+        self._spawn(self._release_task(live.reservation_id, action.status_code))
+
+    async def _release_task(self, reservation_id: str, status: int) -> None:
+        if await self.registry.release(reservation_id, status):
+            self.metrics.cooldowns.inc()
+
+    def _commit(self, action: m.Commit) -> list[dispatcher_pb2.DispatchEvent]:
+        self._committed = action.attempt
+        live = self._attempts[action.attempt]
+        now = self.clock()
+        if action.speculative_win:
+            self.metrics.speculative_wins.inc()
+        committed = dispatcher_pb2.DispatchEvent(
+            committed=dispatcher_pb2.Committed(
+                provider_id=action.provider,
+                provider_version=action.version,
+                attempts=action.dispatches,
+                queue_us=int(live.queued_s * 1e6),
+                dispatch_us=int((live.sent_at - self._started) * 1e6),
+                provider_us=int((now - live.sent_at) * 1e6),
+            )
+        )
+        out = [committed]
+        if action.chunks:
+            out.append(
+                dispatcher_pb2.DispatchEvent(chunks=dispatcher_pb2.Chunks(chunks=action.chunks))
+            )
+        return out
+
+
+class Dispatcher:
+    """Creates a `DispatchRun` per request; stopping it ends every run (B12)."""
+
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        links: LinkServer,
+        registry: GrpcRegistry,
+        metrics: DispatchMetrics,
+    ) -> None:
+        self._config = config
+        self._settings = settings_from(config)
+        self._links = links
+        self._registry = registry
+        self._metrics = metrics
+        self._runs: set[DispatchRun] = set()
+        self._idle = asyncio.Event()
+
+    async def dispatch(
+        self, request: dispatcher_pb2.DispatchRequest
+    ) -> AsyncIterator[dispatcher_pb2.DispatchEvent]:
+        run = DispatchRun(
+            request,
+            self._settings,
+            self._links,
+            self._registry,
+            self._metrics,
+            self._config.queue_wait_s,
+        )
+        self._runs.add(run)
+        try:
+            async for event in run.run():
+                yield event
+        finally:
+            self._runs.discard(run)
+            if not self._runs:
+                self._idle.set()
+
+    async def shutdown(self, grace_s: float = 5.0) -> None:
+        """Tell every run the dispatcher is stopping; wait a little for them to release."""
+        for run in self._runs:
+            run.inbox.put_nowait(m.Shutdown())
+        if self._runs:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)

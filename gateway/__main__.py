@@ -1,0 +1,19 @@
+"""`python -m gateway`: run the HTTP edge."""
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from svckit.logs import configure_logging
+
+if __name__ == "__main__":
+    config = GatewayConfig.from_env()
+    configure_logging("gateway", config.log_level)
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,387 @@
+"""The HTTP edge: auth, body limits, normalization, admission, dispatch, rendering (A1-A9)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.backends import Backends
+from gateway.canonical import CanonicalRequest
+from gateway.config import GatewayConfig
+from gateway.dialects.base import Dialect
+from gateway.dialects.registry import CHAT, COMPLETIONS
+from gateway.errors import ApiError, bad_request, error_response, from_admit, from_failed
+from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "gateway_requests",
+            "Inference requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.normalize_fallbacks = Counter(
+            "gateway_normalize_fallbacks",
+            "Bodies sent on unrepaired because the normalizer failed",
+            registry=registry,
+        )
+        self.in_band_errors = Counter(
+            "gateway_in_band_errors",
+            "Errors surfaced after commit",
+            ["endpoint"],
+            registry=registry,
+        )
+
+
+@dataclass
+class Timing:
+    started: float = field(default_factory=time.perf_counter)
+    parse_us: int = 0
+    normalize_us: int = 0
+    admit_us: int = 0
+
+    def lap(self) -> int:
+        now = time.perf_counter()
+        elapsed = int((now - self.started) * 1e6)
+        self.started = now
+        return elapsed
+
+
+def _is_anthropic(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+class Gateway:
+    """The request pipeline shared by every dialect."""
+
+    def __init__(self, config: GatewayConfig, backends: Backends, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.backends = backends
+        self.metrics = metrics
+
+    def authenticate(self, request: Request) -> None:
+        key = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+        if not key or key not in self.config.api_keys:
+            raise ApiError(401, "invalid_api_key", "Missing or invalid API key")
+
+    async def read_body(self, request: Request) -> bytes:
+        cap = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise ApiError(413, "request_too_large", f"request body exceeds {cap} bytes")
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > cap:
+                raise ApiError(413, "request_too_large", f"request body exceeds {cap} bytes")
+            parts.append(part)
+        return b"".join(parts)
+
+    async def normalize(self, raw: bytes) -> bytes:
+        """A4: repair tool schemas; on any failure the original body goes on."""
+        try:
+            reply = await self.backends.normalizer.Normalize(
+                normalizer_pb2.NormalizeRequest(body=raw), timeout=self.config.normalize_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.metrics.normalize_fallbacks.inc()
+            log.warning("normalizer unavailable, body sent as is", extra={"code": exc.code().name})
+            return raw
+        return bytes(reply.body) if reply.changed else raw
+
+    async def admit(self, req: CanonicalRequest) -> None:
+        try:
+            reply = await self.backends.registry.Admit(
+                registry_pb2.AdmitRequest(
+                    model=req.model,
+                    traits=hedgerow_common_pb2.Traits(
+                        has_tools=req.has_tools, requires_vision=req.requires_vision
+                    ),
+                    allowlist=list(req.allowlist),
+                    prompt_tokens=req.prompt_tokens,
+                    max_tokens=req.max_tokens,
+                ),
+                timeout=self.config.admit_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ApiError(
+                503, "service_unavailable", "routing service unavailable", None, 2
+            ) from exc
+        err = from_admit(reply, req.model)
+        if err is not None:
+            raise err
+
+    async def handle(self, request: Request, dialect: Dialect) -> Response:
+        request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+        status = 500
+        try:
+            response = await self._handle(request, dialect, request_id)
+            status = response.status_code
+            return response
+        except ApiError as err:
+            status = err.status
+            return error_response(err, anthropic=dialect.anthropic_errors, request_id=request_id)
+        finally:
+            self.metrics.requests.labels(dialect.name, str(status)).inc()
+
+    async def _handle(self, request: Request, dialect: Dialect, request_id: str) -> Response:
+        timing = Timing()
+        self.authenticate(request)
+        raw = await self.read_body(request)
+        if b'"tools"' in raw:
+            raw = await self.normalize(raw)
+        timing.normalize_us = timing.lap()
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise bad_request("request body is not valid JSON") from exc
+        if not isinstance(doc, dict):
+            raise bad_request("request body must be a JSON object")
+        req = dialect.lower(doc, raw, self.config.default_max_tokens)
+        timing.parse_us = timing.lap()
+        await self.admit(req)
+        timing.admit_us = timing.lap()
+        call = self.backends.dispatcher.Dispatch(
+            dispatcher_pb2.DispatchRequest(
+                request_id=request_id,
+                model=req.model,
+                body=req.body,
+                kind=dispatcher_pb2.REQUEST_KIND_COMPLETIONS
+                if req.completions
+                else dispatcher_pb2.REQUEST_KIND_CHAT,
+                traits=hedgerow_common_pb2.Traits(
+                    has_tools=req.has_tools, requires_vision=req.requires_vision
+                ),
+                prompt_tokens=req.prompt_tokens,
+                max_tokens=req.max_tokens,
+                allowlist=list(req.allowlist),
+            )
+        )
+        try:
+            committed = await self._await_commit(call)
+        except BaseException:
+            call.cancel()
+            raise
+        headers = {
+            "X-Request-Id": request_id,
+            "X-Provider-Id": committed.provider_id,
+            "X-Provider-Version": committed.provider_version,
+            "X-Attempts": str(committed.attempts),
+            "X-Timing": json.dumps(
+                {
+                    "parse_us": timing.parse_us,
+                    "normalize_us": timing.normalize_us,
+                    "admit_us": timing.admit_us,
+                    "queue_us": committed.queue_us,
+                    "dispatch_us": committed.dispatch_us,
+                    "provider_us": committed.provider_us,
+                },
+                separators=(",", ":"),
+            ),
+        }
+        if req.stream:
+            return StreamingResponse(
+                self._relay(call, dialect, req),
+                media_type="text/event-stream",
+                headers={**headers, **SSE_HEADERS},
+            )
+        try:
+            body = await self._assemble(call, dialect, req)
+        finally:
+            call.cancel()
+        return JSONResponse(body, headers=headers)
+
+    async def _await_commit(self, call: Any) -> dispatcher_pb2.Committed:
+        """A8: nothing is written before the dispatcher commits or fails."""
+        while True:
+            event = await self._read(call, committed=False)
+            kind = event.WhichOneof("event")
+            if kind == "committed":
+                return event.committed
+            if kind == "failed":
+                f = event.failed
+                raise from_failed(f.http_status, f.code, f.message, f.retry_after_s)
+            if kind != "queued":
+                raise ApiError(502, "provider_error", f"dispatcher sent {kind} before commit")
+
+    async def _read(self, call: Any, *, committed: bool) -> dispatcher_pb2.DispatchEvent:
+        try:
+            event = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise
+            raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
+        if event is grpc.aio.EOF:
+            code = 502 if committed else 503
+            return (
+                dispatcher_pb2.DispatchEvent(
+                    stream_error=dispatcher_pb2.StreamError(
+                        status_code=code, message="dispatch ended"
+                    )
+                )
+                if committed
+                else dispatcher_pb2.DispatchEvent(
+                    failed=dispatcher_pb2.Failed(
+                        http_status=code,
+                        code="service_unavailable",
+                        message="dispatch ended without an answer",
+                    )
+                )
+            )
+        assert isinstance(event, dispatcher_pb2.DispatchEvent)
+        return event
+
+    async def _relay(
+        self, call: Any, dialect: Dialect, req: CanonicalRequest
+    ) -> AsyncIterator[bytes]:
+        renderer = dialect.stream(req)
+        try:
+            while True:
+                try:
+                    event = await self._read(call, committed=True)
+                except ApiError as err:
+                    self.metrics.in_band_errors.labels(dialect.name).inc()
+                    yield renderer.error(502, err.message)
+                    return
+                kind = event.WhichOneof("event")
+                if kind == "chunks":
+                    yield renderer.chunks(list(event.chunks.chunks))
+                elif kind == "completed":
+                    yield renderer.completed(event.completed.usage)
+                    return
+                elif kind == "stream_error":
+                    self.metrics.in_band_errors.labels(dialect.name).inc()
+                    yield renderer.error(event.stream_error.status_code, event.stream_error.message)
+                    return
+        finally:
+            call.cancel()
+
+    async def _assemble(self, call: Any, dialect: Dialect, req: CanonicalRequest) -> dict[str, Any]:
+        assembler = dialect.assembler(req)
+        while True:
+            event = await self._read(call, committed=True)
+            kind = event.WhichOneof("event")
+            if kind == "chunks":
+                for chunk in event.chunks.chunks:
+                    assembler.add(chunk)
+            elif kind == "completed":
+                return assembler.result(event.completed.usage)
+            elif kind == "stream_error":
+                self.metrics.in_band_errors.labels(dialect.name).inc()
+                e = event.stream_error
+                raise ApiError(
+                    e.status_code if e.status_code >= 500 else 502,
+                    "provider_error",
+                    e.message or "provider failed mid-response",
+                )
+
+    async def list_models(self, request: Request) -> Response:
+        self.authenticate(request)
+        try:
+            reply = await self.backends.registry.ListModels(
+                registry_pb2.ListModelsRequest(), timeout=self.config.admit_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ApiError(
+                503, "service_unavailable", "routing service unavailable", None, 2
+            ) from exc
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "hedgerow"} for m in reply.models
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+
+def create_app(
+    config: GatewayConfig,
+    backends_factory: Callable[[GatewayConfig], Backends] = Backends.connect,
+) -> FastAPI:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    state: dict[str, Gateway] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        backends = backends_factory(config)
+        state["gw"] = Gateway(config, backends, metrics)
+        try:
+            yield
+        finally:
+            await backends.close()
+
+    app = FastAPI(
+        title="Hedgerow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+
+    def gw() -> Gateway:
+        return state["gw"]
+
+    def endpoint(dialect: Dialect) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            return await gw().handle(request, dialect)
+
+        return handler
+
+    app.add_api_route("/v1/chat/completions", endpoint(CHAT), methods=["POST"])
+    app.add_api_route("/v1/completions", endpoint(COMPLETIONS), methods=["POST"])
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        return await gw().list_models(request)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            await gw().backends.registry.ListModels(registry_pb2.ListModelsRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc, anthropic=_is_anthropic(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err = ApiError(
+            exc.status_code,
+            "not_found" if exc.status_code == 404 else "invalid_request",
+            str(exc.detail),
+        )
+        return error_response(err, anthropic=_is_anthropic(request.url.path))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        err = ApiError(500, "internal_error", "internal error")
+        return error_response(err, anthropic=_is_anthropic(request.url.path))
+
+    return app

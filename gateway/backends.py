@@ -1,0 +1,38 @@
+"""gRPC clients of the services behind the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from gateway.config import GatewayConfig
+from protos import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
+
+
+@dataclass
+class Backends:
+    normalizer: normalizer_pb2_grpc.NormalizerStub
+    registry: registry_pb2_grpc.RegistryStub
+    dispatcher: dispatcher_pb2_grpc.DispatcherStub
+    channels: tuple[grpc.aio.Channel, ...]
+
+    @classmethod
+    def connect(cls, config: GatewayConfig) -> Backends:
+        options = [
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ]
+        n = grpc.aio.insecure_channel(config.normalizer_addr, options=options)
+        r = grpc.aio.insecure_channel(config.registry_addr, options=options)
+        d = grpc.aio.insecure_channel(config.dispatcher_addr, options=options)
+        return cls(
+            normalizer=normalizer_pb2_grpc.NormalizerStub(n),
+            registry=registry_pb2_grpc.RegistryStub(r),
+            dispatcher=dispatcher_pb2_grpc.DispatcherStub(d),
+            channels=(n, r, d),
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()

@@ -1,0 +1,53 @@
+"""Gateway settings, read once from `HEDGEROW_*` env at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from svckit.env import ConfigError, env_float, env_int, env_list, env_str
+
+DEFAULT_PORT = 8080
+DEV_API_KEY = "hedgerow-dev-key"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    api_keys: tuple[str, ...] = (DEV_API_KEY,)
+    normalizer_addr: str = "127.0.0.1:50061"
+    registry_addr: str = "127.0.0.1:50062"
+    dispatcher_addr: str = "127.0.0.1:50063"
+    max_body_bytes: int = 16 * 1024 * 1024
+    normalize_timeout_s: float = 0.25
+    admit_timeout_s: float = 2.0
+    queue_wait_s: float = 120.0
+    default_max_tokens: int = 256
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        e = os.environ if env is None else env
+        config = cls(
+            host=env_str(e, "HEDGEROW_GATEWAY_HOST", cls.host),
+            port=env_int(e, "HEDGEROW_GATEWAY_PORT", cls.port),
+            api_keys=env_list(e, "HEDGEROW_API_KEYS", cls.api_keys),
+            normalizer_addr=env_str(e, "HEDGEROW_NORMALIZER_ADDR", cls.normalizer_addr),
+            registry_addr=env_str(e, "HEDGEROW_REGISTRY_ADDR", cls.registry_addr),
+            dispatcher_addr=env_str(e, "HEDGEROW_DISPATCHER_ADDR", cls.dispatcher_addr),
+            max_body_bytes=env_int(e, "HEDGEROW_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            normalize_timeout_s=env_float(
+                e, "HEDGEROW_NORMALIZE_TIMEOUT_S", cls.normalize_timeout_s
+            ),
+            admit_timeout_s=env_float(e, "HEDGEROW_ADMIT_TIMEOUT_S", cls.admit_timeout_s),
+            queue_wait_s=env_float(e, "HEDGEROW_QUEUE_WAIT_S", cls.queue_wait_s),
+            default_max_tokens=env_int(
+                e, "HEDGEROW_DEFAULT_MAX_TOKENS", cls.default_max_tokens, minimum=1
+            ),
+            log_level=env_str(e, "HEDGEROW_LOG_LEVEL", cls.log_level),
+        )
+        if not config.api_keys:
+            raise ConfigError("HEDGEROW_API_KEYS must name at least one key")
+        return config

@@ -1,0 +1,1 @@
+"""One module per client dialect: lower the request to canonical chat, render events back."""

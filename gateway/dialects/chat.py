@@ -1,0 +1,177 @@
+"""OpenAI chat completions: lowering, SSE rendering and non-streaming assembly."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gateway.canonical import (
+    CanonicalRequest,
+    allowlist,
+    check_n,
+    estimate_prompt_tokens,
+    has_tools,
+    media_counts,
+    positive_int,
+    require_model,
+)
+from gateway.errors import bad_request
+from protos import hedgerow_common_pb2 as common_pb2
+
+DONE = b"data: [DONE]\n\n"
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:
+    """Validate a chat request; the canonical body is the client's own bytes (no re-encoding)."""
+    model = require_model(doc)
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty array", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise bad_request(
+                f"messages[{i}] must be an object with a valid 'role'", f"messages[{i}]"
+            )
+    check_n(doc)
+    max_tokens = positive_int(doc, "max_completion_tokens") or positive_int(doc, "max_tokens")
+    stream = doc.get("stream") is True
+    options = doc.get("stream_options")
+    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    images, videos = media_counts(messages)
+    return CanonicalRequest(
+        model=model,
+        body=raw,
+        completions=False,
+        has_tools=has_tools(doc),
+        requires_vision=images + videos > 0,
+        prompt_tokens=estimate_prompt_tokens(len(raw), len(messages), images, videos),
+        max_tokens=max_tokens or default_max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        allowlist=allowlist(doc),
+    )
+
+
+def usage_dict(usage: common_pb2.Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+class ChatStream:
+    """Renders provider chunks as chat SSE; exactly one `[DONE]` (A9)."""
+
+    def __init__(self, public_model: str, include_usage: bool) -> None:
+        self._model = public_model
+        self._model_marker = f'"model":"{public_model}"'.encode()
+        self._model_marker_spaced = f'"model": "{public_model}"'.encode()
+        self._include_usage = include_usage
+        self._head: dict[str, Any] | None = None
+
+    def _public(self, chunk: bytes) -> bytes:
+        if self._head is None:
+            doc = json.loads(chunk)
+            self._head = {k: doc.get(k) for k in ("id", "created")}
+        if self._model_marker in chunk or self._model_marker_spaced in chunk:
+            return chunk
+        doc = json.loads(chunk)
+        doc["model"] = self._model
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def chunks(self, chunks: list[bytes]) -> bytes:
+        return b"".join(b"data: " + self._public(c) + b"\n\n" for c in chunks)
+
+    def completed(self, usage: common_pb2.Usage) -> bytes:
+        if not self._include_usage:
+            return DONE
+        head = self._head or {"id": "chatcmpl-hedgerow", "created": int(time.time())}
+        trailer = {
+            **head,
+            "object": "chat.completion.chunk",
+            "model": self._model,
+            "choices": [],
+            "usage": usage_dict(usage),
+        }
+        return b"data: " + json.dumps(trailer).encode() + b"\n\n" + DONE
+
+    def error(self, status: int, message: str) -> bytes:
+        body = {
+            "error": {
+                "type": "server_error",
+                "code": "provider_error",
+                "message": message,
+                "param": None,
+                "status": status,
+            }
+        }
+        return b"data: " + json.dumps(body).encode() + b"\n\n" + DONE
+
+
+class ChatAssembler:
+    """Builds one `chat.completion` from the chunks of a non-streaming request."""
+
+    def __init__(self, public_model: str) -> None:
+        self._model = public_model
+        self._id = ""
+        self._created = 0
+        self._role = "assistant"
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._refusal: list[str] = []
+        self._tools: dict[int, dict[str, Any]] = {}
+        self._finish: str | None = None
+
+    def add(self, chunk: bytes) -> None:
+        doc = json.loads(chunk)
+        self._id = self._id or doc.get("id", "")
+        self._created = self._created or doc.get("created", 0)
+        for choice in doc.get("choices") or ():
+            delta = choice.get("delta") or {}
+            self._role = delta.get("role") or self._role
+            if delta.get("content"):
+                self._content.append(delta["content"])
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                self._reasoning.append(reasoning)
+            if delta.get("refusal"):
+                self._refusal.append(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                slot = self._tools.setdefault(
+                    call.get("index", 0),
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                fn = call.get("function") or {}
+                slot["function"]["name"] += fn.get("name") or ""
+                slot["function"]["arguments"] += fn.get("arguments") or ""
+            self._finish = choice.get("finish_reason") or self._finish
+
+    def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": self._role,
+            "content": "".join(self._content) if self._content or not self._tools else None,
+            "refusal": "".join(self._refusal) or None,
+        }
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if self._tools:
+            message["tool_calls"] = [self._tools[i] for i in sorted(self._tools)]
+        return {
+            "id": self._id or "chatcmpl-hedgerow",
+            "object": "chat.completion",
+            "created": self._created or int(time.time()),
+            "model": self._model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish or "stop",
+                }
+            ],
+            "usage": usage_dict(usage),
+        }

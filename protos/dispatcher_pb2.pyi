@@ -1,0 +1,108 @@
+from protos import hedgerow_common_pb2 as _hedgerow_common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RequestKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REQUEST_KIND_UNSPECIFIED: _ClassVar[RequestKind]
+    REQUEST_KIND_CHAT: _ClassVar[RequestKind]
+    REQUEST_KIND_COMPLETIONS: _ClassVar[RequestKind]
+REQUEST_KIND_UNSPECIFIED: RequestKind
+REQUEST_KIND_CHAT: RequestKind
+REQUEST_KIND_COMPLETIONS: RequestKind
+
+class DispatchRequest(_message.Message):
+    __slots__ = ("request_id", "model", "body", "kind", "traits", "prompt_tokens", "max_tokens", "allowlist")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TRAITS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    body: bytes
+    kind: RequestKind
+    traits: _hedgerow_common_pb2.Traits
+    prompt_tokens: int
+    max_tokens: int
+    allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., body: _Optional[bytes] = ..., kind: _Optional[_Union[RequestKind, str]] = ..., traits: _Optional[_Union[_hedgerow_common_pb2.Traits, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ("retry_after_s",)
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    retry_after_s: float
+    def __init__(self, retry_after_s: _Optional[float] = ...) -> None: ...
+
+class Committed(_message.Message):
+    __slots__ = ("provider_id", "provider_version", "attempts", "queue_us", "dispatch_us", "provider_us")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_US_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_US_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_US_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    provider_version: str
+    attempts: int
+    queue_us: int
+    dispatch_us: int
+    provider_us: int
+    def __init__(self, provider_id: _Optional[str] = ..., provider_version: _Optional[str] = ..., attempts: _Optional[int] = ..., queue_us: _Optional[int] = ..., dispatch_us: _Optional[int] = ..., provider_us: _Optional[int] = ...) -> None: ...
+
+class Chunks(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, chunks: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Completed(_message.Message):
+    __slots__ = ("usage",)
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    usage: _hedgerow_common_pb2.Usage
+    def __init__(self, usage: _Optional[_Union[_hedgerow_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+
+class StreamError(_message.Message):
+    __slots__ = ("status_code", "message")
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status_code: int
+    message: str
+    def __init__(self, status_code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Failed(_message.Message):
+    __slots__ = ("http_status", "code", "message", "retry_after_s")
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    http_status: int
+    code: str
+    message: str
+    retry_after_s: float
+    def __init__(self, http_status: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+
+class DispatchEvent(_message.Message):
+    __slots__ = ("queued", "committed", "chunks", "completed", "stream_error", "failed")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    queued: Queued
+    committed: Committed
+    chunks: Chunks
+    completed: Completed
+    stream_error: StreamError
+    failed: Failed
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., chunks: _Optional[_Union[Chunks, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., stream_error: _Optional[_Union[StreamError, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ...) -> None: ...

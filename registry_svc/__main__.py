@@ -1,0 +1,18 @@
+"""`python -m registry_svc`: run the registry; `python -m registry_svc explain ...`: ask it why."""
+
+import asyncio
+import sys
+
+from registry_svc.config import RegistryConfig
+from svckit.logs import configure_logging
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["explain"]:
+        from registry_svc.cli import main as cli_main
+
+        sys.exit(cli_main(sys.argv[2:]))
+    from registry_svc.server import main
+
+    config = RegistryConfig.from_env()
+    configure_logging("registry", config.log_level)
+    asyncio.run(main(config))

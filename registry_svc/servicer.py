@@ -1,0 +1,193 @@
+"""Registry gRPC servicer: proto <-> the `core.Registry` facade, and the one place registry
+refusals become gRPC statuses (with the HTTP status, code and retry-after in trailers)."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+
+from protos import hedgerow_common_pb2 as common_pb2
+from protos import registry_pb2, registry_pb2_grpc
+from registry_svc.core import AdmitKind, Registry
+from registry_svc.errors import RegistryError
+from registry_svc.model import ModelInfo, ModelLoad, Outcome, Provider, Traits
+
+TRAILER_HTTP_STATUS = "hedgerow-http-status"
+TRAILER_CODE = "hedgerow-code"
+TRAILER_RETRY_AFTER = "hedgerow-retry-after"
+
+_GRPC_STATUS = {
+    404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+_VERDICTS = {
+    AdmitKind.OK: registry_pb2.VERDICT_OK,
+    AdmitKind.QUEUE: registry_pb2.VERDICT_QUEUE,
+    AdmitKind.UNKNOWN_MODEL: registry_pb2.VERDICT_UNKNOWN_MODEL,
+    AdmitKind.NO_CAPABLE_PROVIDER: registry_pb2.VERDICT_NO_CAPABLE_PROVIDER,
+    AdmitKind.UNAVAILABLE: registry_pb2.VERDICT_UNAVAILABLE,
+    AdmitKind.TOO_LARGE: registry_pb2.VERDICT_TOO_LARGE,
+    AdmitKind.RATE_LIMITED: registry_pb2.VERDICT_RATE_LIMITED,
+}
+
+
+def traits_from(proto: common_pb2.Traits) -> Traits:
+    return Traits(has_tools=proto.has_tools, requires_vision=proto.requires_vision)
+
+
+def model_from(info: common_pb2.ModelInfo) -> ModelInfo:
+    def tri(name: str) -> bool | None:
+        return getattr(info, name) if info.HasField(name) else None
+
+    return ModelInfo(
+        id=info.id,
+        is_vision=info.is_vision,
+        template_render_ok=tri("template_render_ok"),
+        cap_system=tri("cap_system"),
+        cap_tools=tri("cap_tools"),
+        cap_vision=tri("cap_vision"),
+        max_concurrency=max(1, info.max_concurrency),
+    )
+
+
+def provider_from(info: registry_pb2.ProviderInfo) -> Provider:
+    return Provider(
+        id=info.id,
+        serial=info.serial or info.id,
+        version=info.version,
+        models={m.id: model_from(m) for m in info.models},
+        online=True,
+        trusted=info.trusted,
+        decode_tps=info.decode_tps,
+        prefill_tps=info.prefill_tps,
+    )
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: RegistryError) -> NoReturn:
+    """Every registry refusal leaves the service through here."""
+    context.set_trailing_metadata(
+        (
+            (TRAILER_HTTP_STATUS, str(err.http_status)),
+            (TRAILER_CODE, err.code),
+            (TRAILER_RETRY_AFTER, str(err.retry_after_s or 0)),
+        )
+    )
+    await context.abort(
+        _GRPC_STATUS.get(err.http_status, grpc.StatusCode.FAILED_PRECONDITION), err.message
+    )
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def UpsertProvider(
+        self, request: registry_pb2.UpsertProviderRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UpsertProviderReply:
+        self._registry.upsert_provider(provider_from(request.provider))
+        return registry_pb2.UpsertProviderReply()
+
+    async def RemoveProvider(
+        self, request: registry_pb2.RemoveProviderRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RemoveProviderReply:
+        self._registry.remove_provider(request.provider_id)
+        return registry_pb2.RemoveProviderReply()
+
+    async def ReportLoad(
+        self, request: registry_pb2.ReportLoadRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReportLoadReply:
+        loads = {x.model: ModelLoad(running=x.running, waiting=x.waiting) for x in request.loads}
+        if loads:
+            self._registry.update_load(request.provider_id, loads)
+        self._registry.set_trusted(request.provider_id, request.trusted)
+        return registry_pb2.ReportLoadReply()
+
+    async def Admit(
+        self, request: registry_pb2.AdmitRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdmitReply:
+        verdict = self._registry.admit(
+            request.model,
+            traits_from(request.traits),
+            allowlist=list(request.allowlist) or None,
+            prompt_tokens=request.prompt_tokens,
+            max_tokens=request.max_tokens or None,
+        )
+        return registry_pb2.AdmitReply(
+            verdict=_VERDICTS[verdict.kind],
+            message=verdict.message,
+            retry_after_s=float(verdict.retry_after_s or 0),
+        )
+
+    async def Reserve(
+        self, request: registry_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReserveReply:
+        remaining = context.time_remaining()
+        try:
+            reservation = await self._registry.reserve(
+                request.model,
+                traits_from(request.traits),
+                exclude=list(request.exclude),
+                avoid_version=request.avoid_version or None,
+                allowlist=list(request.allowlist) or None,
+                prompt_tokens=request.prompt_tokens,
+                max_tokens=request.max_tokens or None,
+                may_queue=request.may_queue,
+                timeout_s=None if remaining is None else max(0.0, remaining - 0.05),
+            )
+        except RegistryError as err:
+            await abort_with(context, err)
+        return registry_pb2.ReserveReply(
+            reservation_id=reservation.id,
+            provider_id=reservation.provider_id,
+            provider_version=reservation.provider_version,
+            queued_s=reservation.queued_s,
+        )
+
+    async def Release(
+        self, request: registry_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReleaseReply:
+        result = self._registry.release(request.reservation_id, Outcome(request.status_code))
+        return registry_pb2.ReleaseReply(
+            released=result.released, cooldown_entered=result.cooldown_entered
+        )
+
+    async def Explain(
+        self, request: registry_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ExplainReply:
+        rows = self._registry.explain(
+            request.model, traits_from(request.traits), allowlist=list(request.allowlist) or None
+        )
+        return registry_pb2.ExplainReply(
+            providers=[
+                registry_pb2.ProviderVerdict(
+                    provider_id=row.provider_id,
+                    version=row.version,
+                    eligible=row.eligible,
+                    reasons=[
+                        f"{r.code.value}({r.detail})" if r.detail else r.code.value
+                        for r in row.reasons
+                    ],
+                )
+                for row in rows
+            ]
+        )
+
+    async def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsReply:
+        return registry_pb2.ListModelsReply(models=self._registry.list_models())
+
+    async def Stats(
+        self, request: registry_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.StatsReply:
+        stats = self._registry.stats()
+        return registry_pb2.StatsReply(
+            providers_online=stats.providers_online,
+            slots_in_use=stats.slots_in_use,
+            queue_depth=sum(stats.queue_depth.values()),
+            cooldowns_entered=stats.cooldowns_entered,
+            online_provider_ids=self._registry.online_provider_ids(),
+        )
