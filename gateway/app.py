@@ -21,7 +21,7 @@ from gateway.backends import Backends
 from gateway.canonical import CanonicalRequest
 from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect
-from gateway.dialects.registry import CHAT, COMPLETIONS
+from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, bad_request, error_response, from_admit, from_failed
 from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
@@ -344,6 +344,8 @@ def create_app(
 
     app.add_api_route("/v1/chat/completions", endpoint(CHAT), methods=["POST"])
     app.add_api_route("/v1/completions", endpoint(COMPLETIONS), methods=["POST"])
+    app.add_api_route("/v1/responses", endpoint(RESPONSES), methods=["POST"])
+    app.add_api_route("/v1/messages", endpoint(MESSAGES), methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.dialects import chat, completions
+from gateway.dialects import anthropic, chat, completions, responses
 from gateway.dialects.base import Dialect
 
 CHAT = Dialect(
@@ -18,4 +18,18 @@ COMPLETIONS = Dialect(
     lower=completions.lower,
     stream=lambda req: completions.CompletionsStream(req.model, req.include_usage),
     assembler=lambda req: completions.CompletionsAssembler(req.model),
+)
+RESPONSES = Dialect(
+    name="responses",
+    anthropic_errors=False,
+    lower=responses.lower,
+    stream=lambda req: responses.ResponsesStream(req.model),
+    assembler=lambda req: responses.ResponsesAssembler(req.model),
+)
+MESSAGES = Dialect(
+    name="messages",
+    anthropic_errors=True,
+    lower=anthropic.lower,
+    stream=lambda req: anthropic.MessagesStream(req.model),
+    assembler=lambda req: anthropic.MessagesAssembler(req.model),
 )
