@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
@@ -44,8 +44,8 @@ class RecordingProvider:
             await self._stop.wait()
             reader.cancel()
 
-    async def _read(self, ws: object) -> None:
-        async for data in ws:  # type: ignore[attr-defined]
+    async def _read(self, ws: ClientConnection) -> None:
+        async for data in ws:
             frame = link_pb2.Frame.FromString(data)
             kind = frame.WhichOneof("kind")
             if kind == "challenge":
@@ -54,9 +54,7 @@ class RecordingProvider:
                 )
                 await ws.send(
                     link_pb2.Frame(
-                        challenge_response=link_pb2.ChallengeResponse(  # type: ignore[attr-defined]
-                            sealed_nonce=sealed
-                        )
+                        challenge_response=link_pb2.ChallengeResponse(sealed_nonce=sealed)
                     ).SerializeToString()
                 )
             elif kind == "registered":
@@ -64,7 +62,7 @@ class RecordingProvider:
             elif kind == "request":
                 await self._answer(ws, frame.request)
 
-    async def _answer(self, ws: object, request: link_pb2.Request) -> None:
+    async def _answer(self, ws: ClientConnection, request: link_pb2.Request) -> None:
         channel = SealedChannel(self._keys, request.session_public_key)
         self.bodies.append(json.loads(channel.open(request.sealed_body)))
         rid = request.request_id
@@ -82,7 +80,7 @@ class RecordingProvider:
             chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             await ws.send(
                 link_pb2.Frame(
-                    chunk=link_pb2.Chunk(  # type: ignore[attr-defined]
+                    chunk=link_pb2.Chunk(
                         request_id=rid, sealed=channel.seal(json.dumps(chunk).encode())
                     )
                 ).SerializeToString()
@@ -92,7 +90,7 @@ class RecordingProvider:
             link_pb2.Frame(
                 complete=link_pb2.Complete(request_id=rid, usage=usage)
             ).SerializeToString()
-        )  # type: ignore[attr-defined]
+        )
 
 
 @contextmanager
