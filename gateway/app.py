@@ -21,8 +21,10 @@ from gateway.backends import Backends
 from gateway.canonical import CanonicalRequest
 from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect
+from gateway.dialects.deltas import BadChunk
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, bad_request, error_response, from_admit, from_failed
+from gateway.ratelimit import Limit, RateLimiter, parse_limits
 from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -75,14 +77,27 @@ class Gateway:
         self.config = config
         self.backends = backends
         self.metrics = metrics
+        self.limiter = RateLimiter(
+            Limit(config.rate_limit_rps, config.rate_limit_burst),
+            parse_limits(config.key_rate_limits),
+            time.monotonic,
+        )
 
-    def authenticate(self, request: Request) -> None:
+    def authenticate(self, request: Request) -> str:
         key = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
         if not key or key not in self.config.api_keys:
             raise ApiError(401, "invalid_api_key", "Missing or invalid API key")
+        return key
+
+    def rate_limit(self, key: str) -> None:
+        wait_s = self.limiter.acquire(key)
+        if wait_s > 0:
+            raise ApiError(
+                429, "rate_limit_exceeded", "Rate limit reached for this API key", None, wait_s
+            )
 
     async def read_body(self, request: Request) -> bytes:
         cap = self.config.max_body_bytes
@@ -147,7 +162,7 @@ class Gateway:
 
     async def _handle(self, request: Request, dialect: Dialect, request_id: str) -> Response:
         timing = Timing()
-        self.authenticate(request)
+        self.rate_limit(self.authenticate(request))
         raw = await self.read_body(request)
         if b'"tools"' in raw:
             raw = await self.normalize(raw)
@@ -266,7 +281,13 @@ class Gateway:
                     return
                 kind = event.WhichOneof("event")
                 if kind == "chunks":
-                    yield renderer.chunks(list(event.chunks.chunks))
+                    try:
+                        rendered = renderer.chunks(list(event.chunks.chunks))
+                    except BadChunk as exc:
+                        self.metrics.in_band_errors.labels(dialect.name).inc()
+                        yield renderer.error(502, str(exc))
+                        return
+                    yield rendered
                 elif kind == "completed":
                     yield renderer.completed(event.completed.usage)
                     return
@@ -283,8 +304,11 @@ class Gateway:
             event = await self._read(call, committed=True)
             kind = event.WhichOneof("event")
             if kind == "chunks":
-                for chunk in event.chunks.chunks:
-                    assembler.add(chunk)
+                try:
+                    for chunk in event.chunks.chunks:
+                        assembler.add(chunk)
+                except BadChunk as exc:
+                    raise ApiError(502, "provider_error", str(exc)) from exc
             elif kind == "completed":
                 return assembler.result(event.completed.usage)
             elif kind == "stream_error":

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.ratelimit import parse_limits
 from svckit.env import ConfigError, env_float, env_int, env_list, env_str
 
 DEFAULT_PORT = 8080
@@ -25,6 +26,9 @@ class GatewayConfig:
     admit_timeout_s: float = 2.0
     queue_wait_s: float = 120.0
     default_max_tokens: int = 256
+    rate_limit_rps: float = 0.0  # per API key; 0 = unlimited
+    rate_limit_burst: float = 20.0
+    key_rate_limits: str = ""  # per-key overrides: "key=RATE/BURST,..."
     log_level: str = "info"
 
     @classmethod
@@ -46,8 +50,17 @@ class GatewayConfig:
             default_max_tokens=env_int(
                 e, "HEDGEROW_DEFAULT_MAX_TOKENS", cls.default_max_tokens, minimum=1
             ),
+            rate_limit_rps=env_float(e, "HEDGEROW_RATE_LIMIT_RPS", cls.rate_limit_rps),
+            rate_limit_burst=env_float(
+                e, "HEDGEROW_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1
+            ),
+            key_rate_limits=env_str(e, "HEDGEROW_KEY_RATE_LIMITS", cls.key_rate_limits),
             log_level=env_str(e, "HEDGEROW_LOG_LEVEL", cls.log_level),
         )
+        try:
+            parse_limits(config.key_rate_limits)
+        except ValueError as exc:
+            raise ConfigError(f"HEDGEROW_KEY_RATE_LIMITS: {exc}") from exc
         if not config.api_keys:
             raise ConfigError("HEDGEROW_API_KEYS must name at least one key")
         return config

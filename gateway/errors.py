@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -68,7 +69,7 @@ def error_response(err: ApiError, *, anthropic: bool, request_id: str | None = N
     body = anthropic_body(err) if anthropic else openai_body(err)
     headers: dict[str, str] = {}
     if err.status in (429, 503) or err.retry_after_s > 0:
-        headers["Retry-After"] = str(max(1, round(err.retry_after_s or 2)))
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s or 2)))
     if request_id:
         headers["X-Request-Id"] = request_id
     return Response(

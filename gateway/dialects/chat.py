@@ -16,6 +16,7 @@ from gateway.canonical import (
     positive_int,
     require_model,
 )
+from gateway.dialects.deltas import ToolArgs, ToolStart, chat_deltas, first_choice, parse_chunk
 from gateway.errors import bad_request
 from protos import hedgerow_common_pb2 as common_pb2
 
@@ -54,6 +55,14 @@ def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> Canonical
     )
 
 
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def usage_dict(usage: common_pb2.Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.prompt_tokens,
@@ -74,11 +83,11 @@ class ChatStream:
 
     def _public(self, chunk: bytes) -> bytes:
         if self._head is None:
-            doc = json.loads(chunk)
+            doc = parse_chunk(chunk)
             self._head = {k: doc.get(k) for k in ("id", "created")}
         if self._model_marker in chunk or self._model_marker_spaced in chunk:
             return chunk
-        doc = json.loads(chunk)
+        doc = parse_chunk(chunk)
         doc["model"] = self._model
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -126,38 +135,42 @@ class ChatAssembler:
         self._finish: str | None = None
 
     def add(self, chunk: bytes) -> None:
-        doc = json.loads(chunk)
-        self._id = self._id or doc.get("id", "")
-        self._created = self._created or doc.get("created", 0)
-        for choice in doc.get("choices") or ():
-            delta = choice.get("delta") or {}
-            self._role = delta.get("role") or self._role
-            if delta.get("content"):
-                self._content.append(delta["content"])
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                self._reasoning.append(reasoning)
-            if delta.get("refusal"):
-                self._refusal.append(delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                slot = self._tools.setdefault(
-                    call.get("index", 0),
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                slot["id"] = call.get("id") or slot["id"]
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                slot["function"]["arguments"] += fn.get("arguments") or ""
-            self._finish = choice.get("finish_reason") or self._finish
+        doc = parse_chunk(chunk)
+        self._id = self._id or str(doc.get("id") or "")
+        self._created = self._created or _int(doc.get("created"))
+        choice = first_choice(doc)
+        if choice is None:
+            return
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        self._role = _str(delta.get("role")) or self._role
+        self._content.append(_str(delta.get("content")))
+        self._reasoning.append(_str(delta.get("reasoning_content") or delta.get("reasoning")))
+        self._refusal.append(_str(delta.get("refusal")))
+        for d in chat_deltas(chunk):
+            if isinstance(d, ToolStart):
+                slot = self._tool(d.index)
+                slot["id"] = d.call_id or slot["id"]
+                slot["function"]["name"] += d.name
+            elif isinstance(d, ToolArgs):
+                self._tool(d.index)["function"]["arguments"] += d.delta
+        self._finish = _str(choice.get("finish_reason")) or self._finish
+
+    def _tool(self, index: int) -> dict[str, Any]:
+        return self._tools.setdefault(
+            index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
 
     def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
+        content = "".join(self._content)
         message: dict[str, Any] = {
             "role": self._role,
-            "content": "".join(self._content) if self._content or not self._tools else None,
+            "content": content if content or not self._tools else None,
             "refusal": "".join(self._refusal) or None,
         }
-        if self._reasoning:
-            message["reasoning_content"] = "".join(self._reasoning)
+        reasoning = "".join(self._reasoning)
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if self._tools:
             message["tool_calls"] = [self._tools[i] for i in sorted(self._tools)]
         return {

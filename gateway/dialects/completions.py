@@ -15,6 +15,7 @@ from gateway.canonical import (
     require_model,
 )
 from gateway.dialects.chat import ChatStream, usage_dict
+from gateway.dialects.deltas import first_choice, parse_chunk
 from gateway.errors import bad_request
 from protos import hedgerow_common_pb2 as common_pb2
 
@@ -70,12 +71,16 @@ class CompletionsAssembler:
         self._finish: str | None = None
 
     def add(self, chunk: bytes) -> None:
-        doc = json.loads(chunk)
-        self._id = self._id or doc.get("id", "")
-        self._created = self._created or doc.get("created", 0)
-        for choice in doc.get("choices") or ():
-            self._text.append(choice.get("text") or "")
-            self._finish = choice.get("finish_reason") or self._finish
+        doc = parse_chunk(chunk)
+        self._id = self._id or str(doc.get("id") or "")
+        created = doc.get("created")
+        self._created = self._created or (created if isinstance(created, int) else 0)
+        choice = first_choice(doc)
+        if choice is None:
+            return
+        text, finish = choice.get("text"), choice.get("finish_reason")
+        self._text.append(text if isinstance(text, str) else "")
+        self._finish = (finish if isinstance(finish, str) else None) or self._finish
 
     def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,29 +34,54 @@ class FinishDelta:
 Delta = TextDelta | ToolStart | ToolArgs | FinishDelta
 
 
+class BadChunk(ValueError):
+    """A provider chunk that is not a JSON object (providers are untrusted)."""
+
+
+def parse_chunk(chunk: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(chunk)
+    except (ValueError, RecursionError) as exc:
+        raise BadChunk("provider sent a chunk that is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise BadChunk("provider sent a chunk that is not a JSON object")
+    return doc
+
+
+def first_choice(doc: dict[str, Any]) -> dict[str, Any] | None:
+    choices = doc.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return None
+
+
 def chat_deltas(chunk: bytes) -> list[Delta]:
     """The deltas of one `chat.completion.chunk` (choice 0; role-only deltas yield nothing)."""
-    doc = json.loads(chunk)
     out: list[Delta] = []
-    choices = doc.get("choices") if isinstance(doc, dict) else None
-    if not choices or not isinstance(choices[0], dict):
+    choice = first_choice(parse_chunk(chunk))
+    if choice is None:
         return out
-    choice = choices[0]
-    delta = choice.get("delta") or {}
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = {}
     text = delta.get("content")
     if isinstance(text, str) and text:
         out.append(TextDelta(text))
-    for call in delta.get("tool_calls") or ():
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         if not isinstance(call, dict):
             continue
         index = call.get("index", 0)
-        fn = call.get("function") or {}
-        if call.get("id") or fn.get("name"):
-            out.append(ToolStart(index, call.get("id") or "", fn.get("name") or ""))
-        if fn.get("arguments"):
-            out.append(ToolArgs(index, fn["arguments"]))
-    if choice.get("finish_reason"):
-        out.append(FinishDelta(choice["finish_reason"]))
+        fn = call.get("function")
+        fn = fn if isinstance(fn, dict) else {}
+        name, args, call_id = fn.get("name"), fn.get("arguments"), call.get("id")
+        if call_id or name:
+            out.append(ToolStart(index, str(call_id or ""), str(name or "")))
+        if isinstance(args, str) and args:
+            out.append(ToolArgs(index, args))
+    reason = choice.get("finish_reason")
+    if isinstance(reason, str) and reason:
+        out.append(FinishDelta(reason))
     return out
 
 
