@@ -39,7 +39,7 @@ e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
 bench: $(STAMP)
-	$(PY) -m bench run
+	$(PY) -m bench run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -360,7 +360,7 @@ def render_prompt(
     source, report = card.sources[index], card.reports[index]
     mode = strictness if strictness is not None else card.strictness
     try:
-        template = (cache or TemplateCache()).get(source.text, mode)
+        template = (cache if cache is not None else TemplateCache()).get(source.text, mode)
     except TemplateCompileError as exc:
         raise TemplateRenderError(f"chat template does not compile: {exc.message}") from exc
 

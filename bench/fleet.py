@@ -1,0 +1,102 @@
+"""Many lightweight simulated providers from one process: real link protocol (register,
+challenge, heartbeats), no engine. Used by the scale scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+import grpc
+from websockets.asyncio.client import ClientConnection, connect
+
+from protos import hedgerow_common_pb2 as common_pb2
+from protos import provider_link_pb2 as link_pb2
+from protos import registry_pb2, registry_pb2_grpc
+from protos.sealing import KeyPair, SealedChannel
+from stack.launcher import ENROLLMENT_TOKEN, Stack
+
+MODEL = "hedgerow-sim-1"
+
+
+async def fake_provider(
+    url: str, provider_id: str, registered: asyncio.Event, stop: asyncio.Event
+) -> None:
+    keys = KeyPair.generate()
+    async with connect(url, ping_interval=None) as ws:
+        await ws.send(
+            link_pb2.Frame(
+                register=link_pb2.Register(
+                    provider_id=provider_id,
+                    version="0.7.0",
+                    public_key=keys.public_bytes,
+                    enrollment_token=ENROLLMENT_TOKEN,
+                    decode_tps=100.0,
+                    models=[
+                        common_pb2.ModelInfo(id=MODEL, max_concurrency=4, template_render_ok=True)
+                    ],
+                )
+            ).SerializeToString()
+        )
+        reader = asyncio.ensure_future(_read(ws, keys, registered))
+        await registered.wait()
+        while not stop.is_set():
+            await ws.send(
+                link_pb2.Frame(
+                    heartbeat=link_pb2.Heartbeat(loads=[link_pb2.ModelLoad(model=MODEL)])
+                ).SerializeToString()
+            )
+            try:
+                await asyncio.wait_for(stop.wait(), 5.0)
+            except TimeoutError:
+                pass
+        reader.cancel()
+
+
+async def _read(ws: ClientConnection, keys: KeyPair, registered: asyncio.Event) -> None:
+    async for data in ws:
+        frame = link_pb2.Frame.FromString(data)
+        kind = frame.WhichOneof("kind")
+        if kind == "challenge":
+            sealed = SealedChannel(keys, frame.challenge.dispatcher_public_key).seal(
+                frame.challenge.nonce
+            )
+            await ws.send(
+                link_pb2.Frame(
+                    challenge_response=link_pb2.ChallengeResponse(sealed_nonce=sealed)
+                ).SerializeToString()
+            )
+        elif kind == "registered":
+            registered.set()
+
+
+async def measure_fleet(stack: Stack, count: int, samples: int = 300) -> tuple[float, float]:
+    """Connect `count` providers, then time Reserve+Release through gRPC: (p50, p99) ms."""
+    stop = asyncio.Event()
+    events = [asyncio.Event() for _ in range(count)]
+    tasks = []
+    for i in range(count):
+        tasks.append(
+            asyncio.ensure_future(fake_provider(stack.link_url, f"fleet-{i:05d}", events[i], stop))
+        )
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)  # do not stampede the dispatcher's accept loop
+    async with asyncio.timeout(120):
+        await asyncio.gather(*(e.wait() for e in events))
+    print(f"  scale: {count} providers registered", flush=True)
+    timings: list[float] = []
+    async with grpc.aio.insecure_channel(stack.registry_addr) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        request = registry_pb2.ReserveRequest(
+            model=MODEL, traits=common_pb2.Traits(), may_queue=False, max_tokens=16
+        )
+        for _ in range(samples):
+            t = time.perf_counter()
+            reply = await stub.Reserve(request, timeout=5)
+            await stub.Release(
+                registry_pb2.ReleaseRequest(reservation_id=reply.reservation_id, status_code=0)
+            )
+            timings.append((time.perf_counter() - t) * 1000)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return statistics.median(timings), statistics.quantiles(timings, n=100)[98]

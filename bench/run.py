@@ -1,0 +1,346 @@
+"""`python -m bench run`: every scenario, direct upstream (a) against the full Hedgerow
+stack in front of the same upstream (b), alternating runs, one table, bench/REPORT.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import Result, run_load
+from stack.launcher import API_KEY, ProviderSpec, Stack, free_port
+
+REPORT = Path(__file__).resolve().parent / "REPORT.md"
+MODEL = "hedgerow-sim-1"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    scenario: str
+    metric: str
+    direct: float
+    hedgerow: float
+    unit: str
+
+    @property
+    def ratio(self) -> str:
+        if self.direct != self.direct or self.hedgerow != self.hedgerow or not self.direct:
+            return "-"
+        return f"{self.hedgerow / self.direct:.2f}"
+
+
+@contextlib.contextmanager
+def upstream(*args: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port", str(port), *args])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def provider(name: str, url: str, concurrency: int = 256) -> ProviderSpec:
+    return ProviderSpec(
+        name,
+        env={
+            "HEDGEROW_ENGINE": "openai",
+            "HEDGEROW_UPSTREAM_URL": url,
+            "HEDGEROW_MAX_CONCURRENCY": str(concurrency),
+        },
+    )
+
+
+BASE_ENV = {"HEDGEROW_LOG_LEVEL": "warning", "HEDGEROW_QUEUE_MAX_DEPTH": "10000"}
+
+
+def body(tokens: int) -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": tokens,
+        "messages": [{"role": "user", "content": "benchmark"}],
+    }
+
+
+def load(url: str, tokens: int, concurrency: int, requests: int, key: str | None) -> Result:
+    return asyncio.run(
+        run_load(url, body(tokens), concurrency=concurrency, requests=requests, api_key=key)
+    )
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def alternate(
+    direct_url: str, stack_url: str, tokens: int, concurrency: int, requests: int, rounds: int = 2
+) -> tuple[Result, Result]:
+    """Run a, b, a, b ... so both see the same machine conditions; merge the samples."""
+    a_all: list[Result] = []
+    b_all: list[Result] = []
+    load(direct_url, tokens, concurrency, concurrency * 2, None)  # warm up
+    load(stack_url, tokens, concurrency, concurrency * 2, API_KEY)
+    for _ in range(rounds):
+        a_all.append(load(direct_url, tokens, concurrency, requests // rounds, None))
+        b_all.append(load(stack_url, tokens, concurrency, requests // rounds, API_KEY))
+    return merge(a_all), merge(b_all)
+
+
+def merge(results: list[Result]) -> Result:
+    return Result([s for r in results for s in r.samples], sum(r.wall_s for r in results))
+
+
+def scenario_overhead(rows: list[Row], quick: bool) -> None:
+    with (
+        upstream("--tokens", "16") as up,
+        Stack([provider("bench-a", up), provider("bench-b", up)], env=BASE_ENV) as stack,
+    ):
+        direct = f"{up}/v1/chat/completions"
+        via = f"{stack.base_url}/chat/completions"
+        for c in (1, 8, 64):
+            n = (100 if quick else 400) if c == 1 else (c * (10 if quick else 30))
+            a, b = alternate(direct, via, 16, c, n)
+            print(
+                f"  overhead c={c}: direct p50 {a.ttfc_ms(0.5):.2f} ms, hedgerow p50 "
+                f"{b.ttfc_ms(0.5):.2f} ms, errors {a.errors}/{b.errors}",
+                flush=True,
+            )
+            for q, label in ((0.5, "p50"), (0.99, "p99")):
+                rows.append(
+                    Row(
+                        f"1. time to first content, c={c}",
+                        f"{label} (added {b.ttfc_ms(q) - a.ttfc_ms(q):.2f} ms)",
+                        a.ttfc_ms(q),
+                        b.ttfc_ms(q),
+                        "ms",
+                    )
+                )
+
+
+def scenario_throughput(rows: list[Row], quick: bool) -> None:
+    tokens, c = 256, 16
+    n = 64 if quick else 256
+    with (
+        upstream("--tokens", str(tokens)) as up,
+        Stack([provider("bench-a", up)], env=BASE_ENV) as stack,
+    ):
+        direct = f"{up}/v1/chat/completions"
+        via = f"{stack.base_url}/chat/completions"
+        load(via, tokens, c, c, API_KEY)
+        pids = {name: p.popen.pid for name, p in stack.processes.items()}
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
+        a, b = alternate(direct, via, tokens, c, n, rounds=1)
+        after = {name: cpu_s(pid) for name, pid in pids.items()}
+        print(
+            f"  throughput: direct {a.events_per_s:.0f} chunks/s, hedgerow {b.events_per_s:.0f} "
+            f"chunks/s, errors {a.errors}/{b.errors}",
+            flush=True,
+        )
+        rows.append(
+            Row("2. saturation, 256-token streams, c=16", "requests/s", a.rps, b.rps, "req/s")
+        )
+        rows.append(
+            Row(
+                "2. saturation, 256-token streams, c=16",
+                "chunks relayed/s",
+                a.events_per_s,
+                b.events_per_s,
+                "chunks/s",
+            )
+        )
+        for name in ("gateway", "dispatcher", "bench-a", "registry", "normalizer"):
+            ms = (after[name] - before[name]) / max(1, len(b.ok)) * 1000
+            rows.append(Row("2. saturation, CPU per request", name, float("nan"), ms, "ms CPU"))
+
+
+def scenario_failover(rows: list[Row], quick: bool) -> None:
+    env = {**BASE_ENV, "HEDGEROW_BREAKER_THRESHOLD": "1000000"}
+    with (
+        upstream("--tokens", "16", "--ttft-ms", "5") as good,
+        upstream("--tokens", "16", "--fail-before-content") as bad,
+        Stack([provider("bench-good", good), provider("bench-bad", bad)], env=env) as stack,
+    ):
+        direct = f"{good}/v1/chat/completions"
+        via = f"{stack.base_url}/chat/completions"
+        n = 60 if quick else 200
+        a, b = alternate(direct, via, 16, 1, n)
+        retried = [s for s in b.ok if s.headers.get("x-attempts") == "2"]
+        direct_p50 = a.ttfc_ms(0.5)
+        retried_p50 = Result(retried, 1).ttfc_ms(0.5)
+        print(
+            f"  failover: {len(retried)} retried of {len(b.samples)}, errors {b.errors}", flush=True
+        )
+        rows.append(
+            Row(
+                "3. failover (1 of 2 providers dies before content)",
+                f"retried p50 ttfc ({len(retried)} retried, {b.errors} errors; overhead "
+                f"{retried_p50 - direct_p50:.1f} ms)",
+                direct_p50,
+                retried_p50,
+                "ms",
+            )
+        )
+
+
+def scenario_hedging(rows: list[Row], quick: bool) -> None:
+    n = 100 if quick else 300
+    results: dict[str, tuple[Result, float]] = {}
+    with (
+        upstream("--tokens", "8", "--ttft-ms", "25") as fast,
+        upstream("--tokens", "8", "--ttft-ms", "500") as slow,
+    ):
+        specs = [provider(f"bench-{i}", fast) for i in range(9)] + [provider("bench-slow", slow)]
+        for mode, ratio in (("off", "1.0"), ("on", "0.5")):
+            env = {
+                **BASE_ENV,
+                "HEDGEROW_TTFT_BASE_S": "0.1",
+                "HEDGEROW_SPECULATIVE_RATIO": ratio,
+                "HEDGEROW_NEAR_TIE_WINDOW_S": "3",
+            }
+            with Stack(specs, env=env) as stack:
+                r = load(f"{stack.base_url}/chat/completions", 8, 4, n, API_KEY)
+                metrics = httpx.get(
+                    f"http://127.0.0.1:{stack.ports.dispatcher_metrics}/metrics"
+                ).text
+                backups = sum(
+                    float(line.split()[-1])
+                    for line in metrics.splitlines()
+                    if line.startswith("dispatcher_speculative_dispatches_total")
+                )
+                results[mode] = (r, backups / max(1, len(r.samples)))
+                print(
+                    f"  hedging {mode}: p99 {r.ttfc_ms(0.99):.0f} ms, extra {results[mode][1]:.1%}",
+                    flush=True,
+                )
+    off, on = results["off"][0], results["on"][0]
+    label = "4. hedging (10% providers 20x slower); a = race off, b = race on"
+    rows.append(Row(label, "p50 ttfc", off.ttfc_ms(0.5), on.ttfc_ms(0.5), "ms"))
+    rows.append(Row(label, "p99 ttfc", off.ttfc_ms(0.99), on.ttfc_ms(0.99), "ms"))
+    rows.append(
+        Row(label, "extra dispatches", results["off"][1] * 100, results["on"][1] * 100, "%")
+    )
+
+
+def scenario_scale(rows: list[Row], quick: bool) -> None:
+    from bench.fleet import measure_fleet
+
+    count = 200 if quick else 1000
+    with Stack([], env={**BASE_ENV, "HEDGEROW_OFFLINE_AFTER_S": "60"}) as stack:
+        pid = stack.processes["dispatcher"].popen.pid
+        before = rss_mb(pid)
+        select_ms = asyncio.run(measure_fleet(stack, count))
+        after = rss_mb(pid)
+    rows.append(
+        Row(
+            f"5. scale: {count} provider connections",
+            "dispatcher RSS per connection",
+            float("nan"),
+            (after - before) * 1024 / count,
+            "KiB",
+        )
+    )
+    rows.append(
+        Row(
+            f"5. scale: {count} provider connections",
+            "Reserve+Release p50 via gRPC",
+            float("nan"),
+            select_ms[0],
+            "ms",
+        )
+    )
+    rows.append(
+        Row(
+            f"5. scale: {count} provider connections",
+            "Reserve+Release p99 via gRPC",
+            float("nan"),
+            select_ms[1],
+            "ms",
+        )
+    )
+
+
+SCENARIOS = {
+    "overhead": scenario_overhead,
+    "throughput": scenario_throughput,
+    "failover": scenario_failover,
+    "hedging": scenario_hedging,
+    "scale": scenario_scale,
+}
+
+
+def _num(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"
+
+
+def report(rows: list[Row], elapsed_s: float) -> str:
+    out = [
+        "# Hedgerow benchmark report",
+        "",
+        "Generated by `python -m bench run` (`make bench`); a = the upstream engine directly, "
+        "b = the full Hedgerow stack (gateway, normalizer, registry, dispatcher, provider agent "
+        "with the `openai` engine) in front of the same upstream, runs alternated a/b in one "
+        "invocation. Numbers come from a shared, noisy machine: read ratios, not absolutes.",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed_s:.0f} s",
+        "",
+        "| scenario | metric | a: direct | b: hedgerow | unit | b/a |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        cells = [r.scenario, r.metric, _num(r.direct), _num(r.hedgerow), r.unit, r.ratio]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench run")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
+    parser.add_argument("--no-report", action="store_true", help="print only; keep REPORT.md")
+    ns = parser.parse_args(argv)
+    rows: list[Row] = []
+    start = time.monotonic()
+    for name, scenario in SCENARIOS.items():
+        if ns.only and name not in ns.only:
+            continue
+        print(f"scenario {name}...", flush=True)
+        scenario(rows, ns.quick)
+    text = report(rows, time.monotonic() - start)
+    print(text)
+    if not ns.no_report:
+        REPORT.write_text(text)
+        print(f"wrote {REPORT}")
+    return 0
