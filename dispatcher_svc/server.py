@@ -14,7 +14,13 @@ from dispatcher_svc.link import LinkServer
 from dispatcher_svc.registry_client import GrpcRegistry
 from dispatcher_svc.servicer import DispatcherServicer
 from protos import dispatcher_pb2, dispatcher_pb2_grpc
-from svckit.grpcserver import RunningServer, start_grpc, start_metrics, wait_for_stop_signal
+from svckit.grpcserver import (
+    CHANNEL_OPTIONS,
+    RunningServer,
+    start_grpc,
+    start_metrics,
+    wait_for_stop_signal,
+)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name
@@ -36,7 +42,7 @@ class DispatcherRuntime:
 
 
 async def start(config: DispatcherConfig, registry: CollectorRegistry) -> DispatcherRuntime:
-    channel = grpc.aio.insecure_channel(config.registry_addr)
+    channel = grpc.aio.insecure_channel(config.registry_addr, options=CHANNEL_OPTIONS)
     registry_client = GrpcRegistry(channel)
     links = LinkServer(config, registry_client)
     link_port = await links.start()

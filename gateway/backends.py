@@ -8,6 +8,7 @@ import grpc
 
 from gateway.config import GatewayConfig
 from protos import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
+from svckit.grpcserver import CHANNEL_OPTIONS
 
 
 @dataclass
@@ -19,10 +20,7 @@ class Backends:
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Backends:
-        options = [
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-            ("grpc.max_send_message_length", 16 * 1024 * 1024),
-        ]
+        options = CHANNEL_OPTIONS
         n = grpc.aio.insecure_channel(config.normalizer_addr, options=options)
         r = grpc.aio.insecure_channel(config.registry_addr, options=options)
         d = grpc.aio.insecure_channel(config.dispatcher_addr, options=options)

@@ -38,6 +38,8 @@ def media_counts(messages: Iterable[Any]) -> tuple[int, int]:
             continue
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
+            if not isinstance(kind, str):
+                continue
             if kind in _IMAGE_PARTS:
                 images += 1
             elif kind in _VIDEO_PARTS:

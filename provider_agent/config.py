@@ -36,6 +36,8 @@ class AgentConfig:
     version: str = __version__
     engine: str = "sim"
     upstream_url: str = ""
+    upstream_api_key: str = ""
+    upstream_timeout_s: float = 600.0  # read timeout between upstream bytes (inference_timeout)
     max_concurrency: int = 4
     decode_tps: float = 200.0
     prefill_tps: float = 2000.0
@@ -73,6 +75,10 @@ class AgentConfig:
             version=env_str(e, "HEDGEROW_PROVIDER_VERSION", cls.version),
             engine=env_str(e, "HEDGEROW_ENGINE", cls.engine),
             upstream_url=env_str(e, "HEDGEROW_UPSTREAM_URL", cls.upstream_url),
+            upstream_api_key=env_str(e, "HEDGEROW_UPSTREAM_API_KEY", cls.upstream_api_key),
+            upstream_timeout_s=env_float(
+                e, "HEDGEROW_UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s, minimum=0.001
+            ),
             max_concurrency=env_int(e, "HEDGEROW_MAX_CONCURRENCY", cls.max_concurrency, minimum=1),
             decode_tps=env_float(e, "HEDGEROW_DECODE_TPS", cls.decode_tps),
             prefill_tps=env_float(e, "HEDGEROW_PREFILL_TPS", cls.prefill_tps),
@@ -96,6 +102,14 @@ class AgentConfig:
             raise ConfigError(f"engine must be one of {ENGINES}, not {self.engine!r}")
         if self.engine == "openai" and not self.upstream_url:
             raise ConfigError("the openai engine needs --upstream URL")
+        if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
+            raise ConfigError("upstream URL must be http:// or https://")
+        if self.max_concurrency < 1:
+            raise ConfigError("max concurrency must be at least 1")
+        if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError("reconnect backoff needs 0 < min <= max")
+        if self.heartbeat_interval_s <= 0:
+            raise ConfigError("heartbeat interval must be positive")
         if not self.dispatcher_url.startswith(("ws://", "wss://")):
             raise ConfigError("dispatcher URL must be ws:// or wss://")
         if self.template_strictness not in ("strict", "lenient"):

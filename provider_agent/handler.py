@@ -8,12 +8,12 @@ self-check renders it, and the engine generates from that prompt.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from normalizer_svc.schema import repair_tools
 from provider_agent.engines.base import Engine, EngineError, EngineOutput, GenerateRequest
-from provider_agent.scan import ModelCard, TemplateRenderError, render_prompt
+from provider_agent.scan import ModelCard, TemplateCache, TemplateRenderError, render_prompt
 from provider_agent.templates import Strictness
 
 
@@ -35,6 +35,8 @@ class RequestHandler:
         self.cards = cards
         self._engine = engine
         self._strictness = strictness
+        # Compile each template once per agent, not once per request.
+        self._templates = TemplateCache()
 
     def prepare(self, request_id: str, raw: bytes, *, completions: bool) -> GenerateRequest:
         """Parse, repair and render; raises EngineError (400/404/500) with a clear message."""
@@ -52,8 +54,8 @@ class RequestHandler:
             prompt = completions_prompt(body)
         else:
             messages = body.get("messages")
-            if not isinstance(messages, list):
-                raise EngineError(400, "messages must be an array")
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise EngineError(400, "messages must be an array of objects")
             tools = body.get("tools")
             if isinstance(tools, list):
                 repair_tools(tools)
@@ -63,6 +65,7 @@ class RequestHandler:
                     messages,
                     tools=tools if isinstance(tools, list) and tools else None,
                     strictness=self._strictness,
+                    cache=self._templates,
                 )
             except TemplateRenderError as exc:
                 raise EngineError(500, f"chat template render failed: {exc}") from exc
@@ -75,5 +78,5 @@ class RequestHandler:
             prompt_tokens=estimate_tokens(prompt),
         )
 
-    def run(self, request: GenerateRequest) -> AsyncIterator[EngineOutput]:
+    def run(self, request: GenerateRequest) -> AsyncGenerator[EngineOutput, None]:
         return self._engine.generate(request)

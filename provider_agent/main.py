@@ -27,7 +27,11 @@ def build_engine(config: AgentConfig) -> Engine:
     if config.engine == "openai":
         from provider_agent.engines.openai import OpenAIEngine
 
-        return OpenAIEngine(config.upstream_url)
+        return OpenAIEngine(
+            config.upstream_url,
+            timeout_s=config.upstream_timeout_s,
+            api_key=config.upstream_api_key,
+        )
     return SimEngine(config.sim)
 
 
@@ -47,38 +51,66 @@ async def run_agent(config: AgentConfig) -> None:
                 "system": card.cap_system,
             },
         )
-    client = LinkClient(config, RequestHandler(cards, build_engine(config), strictness))
+    engine = build_engine(config)
+    try:
+        await _serve_until_signal(LinkClient(config, RequestHandler(cards, engine, strictness)))
+    finally:
+        await engine.aclose()
+
+
+async def _serve_until_signal(client: LinkClient) -> None:
+    """Run the link until SIGINT/SIGTERM, then stop cleanly (Goodbye first)."""
     loop = asyncio.get_running_loop()
     runner = asyncio.create_task(client.run_forever())
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     if runner.done():
         stopper.cancel()
         runner.result()
         return
     log.info("stopping")
     await client.stop()
-    runner.cancel()
     try:
-        await runner
-    except asyncio.CancelledError:
-        if not runner.cancelled():
-            raise
+        # run_forever returns by itself once stop() closed the link; bound the wait anyway.
+        await asyncio.wait_for(runner, timeout=5.0)
+    except TimeoutError:
+        log.warning("link did not close in time")
+
+
+def check_main(argv: list[str]) -> int:
+    """`check DIR`: print the self-check per model, template source and fixture group.
+    Exit 0 when every template renders (a refused capability is reported, not fatal),
+    1 when any model's template is broken, 2 when DIR holds no model."""
+    parser = argparse.ArgumentParser(
+        prog="python -m provider_agent check",
+        description="Render-check every model's chat template (BEHAVIOR E3).",
+    )
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--strictness", choices=["strict", "lenient"], default="strict")
+    ns = parser.parse_args(argv)
+    cards = scan_models(ns.model_dir, strictness=Strictness(ns.strictness))
+    if not cards:
+        print(f"no models found under {ns.model_dir}", file=sys.stderr)
+        return 2
+    print(format_check_report(cards), end="")
+    broken = [c.id for c in cards if c.template_render_ok is False]
+    if broken:
+        print(f"BROKEN: {', '.join(broken)} (template_render_ok=false: never routed)")
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "check":
-        parser = argparse.ArgumentParser(prog="python -m provider_agent check")
-        parser.add_argument("model_dir", type=Path)
-        parser.add_argument("--strictness", choices=["strict", "lenient"], default="strict")
-        ns = parser.parse_args(args[1:])
-        cards = scan_models(ns.model_dir, strictness=Strictness(ns.strictness))
-        print(format_check_report(cards))
-        return 0 if all(c.template_render_ok is not False for c in cards) else 1
+        return check_main(args[1:])
     parser = argparse.ArgumentParser(
         prog="python -m provider_agent", description="Join a Hedgerow fleet."
     )
@@ -90,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--upstream", help="base URL of an OpenAI-compatible server (openai engine)"
     )
+    parser.add_argument("--upstream-api-key", help="bearer token for the upstream server")
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--version", action="version", version=__version__)
     ns = parser.parse_args(args)
@@ -101,10 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             provider_id=ns.provider_id,
             engine=ns.engine,
             upstream_url=ns.upstream,
+            upstream_api_key=ns.upstream_api_key,
             max_concurrency=ns.max_concurrency,
         )
     except ConfigError as exc:
         parser.error(str(exc))
     configure_logging("provider_agent", config.log_level)
-    asyncio.run(run_agent(config))
+    try:
+        asyncio.run(run_agent(config))
+    except ConfigError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 2
     return 0

@@ -214,6 +214,8 @@ class Registry:
         previous = self._store.get(provider_id)
         if previous is None:
             return False
+        if previous.trusted == trusted:
+            return True
         self._store.put(replace(previous, trusted=trusted))
         if trusted:
             for model_id in previous.models:
@@ -242,20 +244,25 @@ class Registry:
     def sweep(self) -> None:
         """Periodic housekeeping (call about once per heartbeat interval).
 
-        Fails waiters past their deadline (QueueTimeout), marks silent providers offline
-        (failing waiters only they could serve), forgets offline providers not seen within
-        ``reconnect_grace_s``, and sweeps stale breaker entries.
+        Fails waiters past their deadline (QueueTimeout) and waiters only silent providers
+        could serve (a provider silent for ``heartbeat_timeout_s`` is gated as offline until
+        its next heartbeat), forgets providers not seen for ``reconnect_grace_s``, serves
+        waiters a lapsed cooldown lets through, and sweeps stale breaker entries.
         """
         now = self._clock()
         for waiter in self._queue.expired(now):
+            self._queue.remove(waiter)  # before the retry-after, which counts the queue
             self._queue.fail(waiter, self._timeout_error(waiter.model_id))
         for provider in list(self._store.providers()):
             silent_s = now - provider.last_seen
-            if provider.online and silent_s > self.settings.heartbeat_timeout_s:
-                self._store.put(replace(provider, online=False))
-                self._fail_stranded(provider)
-            elif not provider.online and silent_s > self.settings.reconnect_grace_s:
+            gone = silent_s > self.settings.reconnect_grace_s
+            if gone:
                 self._store.delete(provider.id)
+            if gone or (provider.online and silent_s > self.settings.heartbeat_timeout_s):
+                self._fail_stranded(provider)
+        # Slots can become usable without a release or registration (a cooldown ran out).
+        for model_id in self._queue.models():
+            self._drain(model_id)
         self._breaker.sweep(now)
 
     # ------------------------------------------------------------------ queries
@@ -377,10 +384,6 @@ class Registry:
         ask = self._ask(
             model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
         )
-        if self._queue.depth(model_id):
-            # Those already waiting go first if anything freed up without a drain (a
-            # cooldown that ran out, say).
-            self._drain(model_id)
         now = self._clock()
         granted = self._try_reserve(ask, now, enqueued_at=now)
         if granted is not None:
@@ -424,6 +427,29 @@ class Registry:
         except asyncio.CancelledError:
             self._abandon(waiter)
             raise
+
+    def select(
+        self,
+        model_id: str,
+        traits: Traits = Traits(),
+        *,
+        exclude: Collection[str] = (),
+        avoid_version: str | None = None,
+        allowlist: Collection[str] | None = None,
+        prompt_tokens: int = 0,
+        max_tokens: int | None = None,
+    ) -> Provider | None:
+        """The provider ``reserve`` would pick now, without taking a slot (None if nobody
+        is eligible). For benchmarks and dry runs: the pure selection cost. Draws the rng."""
+        ask = self._ask(
+            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
+        )
+        return pick(
+            self._candidates(ask, self._clock()),
+            self._rng,
+            near_tie_window_s=self.settings.near_tie_window_s,
+            avoid_version=ask.avoid_version,
+        )
 
     def release(self, reservation_id: str, outcome: Outcome) -> ReleaseResult:
         """Free the reservation's slot exactly once and feed the breaker (C4, B12).

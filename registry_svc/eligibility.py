@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
-from registry_svc.model import Provider, Shape, Traits
+from registry_svc.model import ModelInfo, Provider, Shape, Traits
 from registry_svc.versions import Version
 
 
@@ -64,6 +65,42 @@ class GateRequest:
     stale_after_s: float | None = None
 
 
+def record_reasons(
+    provider: Provider, model_id: str, traits: Traits, tools_floor: Version
+) -> list[Reason]:
+    """The reasons that depend only on the provider record and the request's traits.
+
+    Online flag, trusted, serves the model, vision model for vision requests, tools version
+    floor, ``template_render_ok`` not false (every shape), and the tools/vision template
+    capability not false for that shape. Part of ``gate``; cached per record by the hot
+    path, which is safe because a record never changes.
+    """
+    reasons: list[Reason] = []
+    info = provider.models.get(model_id)
+    if not provider.online:
+        reasons.append(Reason(ReasonCode.OFFLINE))
+    if not provider.trusted:
+        reasons.append(Reason(ReasonCode.UNTRUSTED))
+    if info is None:
+        reasons.append(Reason(ReasonCode.MODEL_NOT_SERVED))
+    elif traits.requires_vision and not info.is_vision:
+        reasons.append(Reason(ReasonCode.NOT_VISION))
+    if traits.has_tools:
+        version = provider.parsed_version
+        if version is None or version < tools_floor:
+            shown = provider.version or "missing"
+            detail = f"version {shown} < {tools_floor.text}"
+            reasons.append(Reason(ReasonCode.BELOW_FLOOR, detail=detail))
+    if info is not None:
+        if info.template_render_ok is False:
+            reasons.append(Reason(ReasonCode.TEMPLATE_BROKEN))
+        if traits.has_tools and info.cap_tools is False:
+            reasons.append(Reason(ReasonCode.TOOLS_TEMPLATE_BROKEN))
+        if traits.requires_vision and info.cap_vision is False:
+            reasons.append(Reason(ReasonCode.VISION_TEMPLATE_BROKEN))
+    return reasons
+
+
 def gate(
     provider: Provider, req: GateRequest, *, in_use: int, cooling_until: float | None
 ) -> list[Reason]:
@@ -71,44 +108,26 @@ def gate(
 
     ``in_use`` is the registry's slot count for (provider, model); ``cooling_until`` the
     breaker's cooldown end for (provider, model, request shape), None if not cooling.
-    Gates (C1): online, trusted, serves the model, not excluded, in the allowlist, vision
-    model for vision requests, tools version floor, ``template_render_ok`` not false (every
-    shape), tools/vision template capability not false for that shape, not cooling, fits
-    the model's context, and a free slot.
+    Gates (C1): the record's own (``record_reasons``), then not silent for longer than
+    ``stale_after_s`` (offline), not excluded, in the allowlist, not cooling, fits the
+    model's context, and a free slot.
     """
-    info = provider.models.get(req.model_id)
-    reasons: list[Reason] = []
-    traits = req.traits
-    if not provider.online or (
-        req.stale_after_s is not None and req.now - provider.last_seen > req.stale_after_s
+    reasons = record_reasons(provider, req.model_id, req.traits, req.tools_floor)
+    if (
+        provider.online
+        and req.stale_after_s is not None
+        and req.now - provider.last_seen > req.stale_after_s
     ):
-        reasons.append(Reason(ReasonCode.OFFLINE))
-    if not provider.trusted:
-        reasons.append(Reason(ReasonCode.UNTRUSTED))
-    if info is None:
-        reasons.append(Reason(ReasonCode.MODEL_NOT_SERVED))
+        reasons.insert(0, Reason(ReasonCode.OFFLINE))
     if provider.id in req.exclude:
         reasons.append(Reason(ReasonCode.EXCLUDED))
     if req.allowlist is not None and provider.serial not in req.allowlist:
         reasons.append(Reason(ReasonCode.NOT_IN_ALLOWLIST))
-    if traits.requires_vision and info is not None and not info.is_vision:
-        reasons.append(Reason(ReasonCode.NOT_VISION))
-    if traits.has_tools:
-        version = provider.parsed_version
-        if version is None or version < req.tools_floor:
-            shown = provider.version or "missing"
-            detail = f"version {shown} < {req.tools_floor.text}"
-            reasons.append(Reason(ReasonCode.BELOW_FLOOR, detail=detail))
+    info = provider.models.get(req.model_id)
     if info is None:
         return reasons
-    if info.template_render_ok is False:
-        reasons.append(Reason(ReasonCode.TEMPLATE_BROKEN))
-    if traits.has_tools and info.cap_tools is False:
-        reasons.append(Reason(ReasonCode.TOOLS_TEMPLATE_BROKEN))
-    if traits.requires_vision and info.cap_vision is False:
-        reasons.append(Reason(ReasonCode.VISION_TEMPLATE_BROKEN))
     if cooling_until is not None and cooling_until > req.now:
-        detail = f"{traits.shape.value} for {cooling_until - req.now:.0f}s"
+        detail = f"{req.traits.shape.value} for {cooling_until - req.now:.0f}s"
         reasons.append(Reason(ReasonCode.COOLING_DOWN_UNTIL, until=cooling_until, detail=detail))
     if info.max_context_tokens is not None and req.request_tokens > info.max_context_tokens:
         detail = f"{req.request_tokens} > {info.max_context_tokens} tokens"
@@ -128,37 +147,32 @@ def eligible_now(
     """The providers for which ``gate`` returns no reason, each with its slots in use.
 
     ``slots`` maps provider id -> slots in use for ``req.model_id``; ``cooling`` maps
-    provider id -> cooldown end for (model, request shape). This is ``gate`` as one boolean
-    per provider, for Reserve's hot path (it scans every provider of a model on every
-    request and must stay far below a millisecond at 1000 providers); a property test holds
-    it equal to ``gate``. Any rule added to ``gate`` must be added here too.
+    provider id -> cooldown end for (model, request shape). Reserve's hot path: it scans
+    every provider of a model on every request, so the record's own verdict is cached on
+    the record and the request-level rules of ``gate`` are repeated inline (a property
+    test holds this equal to ``gate``; a rule added there must be added here).
     """
-    model_id, now = req.model_id, req.now
-    has_tools, wants_vision = req.traits.has_tools, req.traits.requires_vision
-    floor = req.tools_floor.key
+    model_id, now, traits, floor = req.model_id, req.now, req.traits, req.tools_floor
+    # A str key hashes once per request; a tuple key would be hashed again per provider.
+    key = f"gate\x1f{model_id}\x1f{traits.has_tools:d}{traits.requires_vision:d}\x1f{floor.text}"
     stale_after = float("inf") if req.stale_after_s is None else req.stale_after_s
     exclude, allowlist, tokens = req.exclude, req.allowlist, req.request_tokens
     in_use = slots.get
     cooling_until = cooling.get if cooling else None
     out: list[tuple[Provider, int]] = []
     for p in providers:
-        info = p.models.get(model_id)
-        if (
-            info is None
-            or not p.online
-            or not p.trusted
-            or now - p.last_seen > stale_after
-            or info.template_render_ok is False
-        ):
+        # The model's info when the record passes its own gates, else False.
+        info: ModelInfo | Literal[False] | None = p.memo.get(key)
+        if info is None:
+            if record_reasons(p, model_id, traits, floor):
+                info = False
+            else:
+                info = p.models[model_id]
+            p.memo[key] = info
+        if info is False or now - p.last_seen > stale_after:
             continue
         pending = in_use(p.id, 0)
         if pending >= info.max_concurrency:
-            continue
-        if has_tools and (
-            info.cap_tools is False or p.parsed_version is None or p.parsed_version.key < floor
-        ):
-            continue
-        if wants_vision and (not info.is_vision or info.cap_vision is False):
             continue
         if (exclude and p.id in exclude) or (allowlist is not None and p.serial not in allowlist):
             continue

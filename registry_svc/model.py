@@ -9,10 +9,10 @@ reader.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from registry_svc.versions import Version, is_missing
 
@@ -107,6 +107,9 @@ class Provider:
     last_seen: float = 0.0
     registration: int = 0
     parsed_version: Version | None = field(init=False, repr=False)
+    memo: dict[Hashable, Any] = field(init=False, repr=False, default_factory=dict)
+    """Values derived from this record by the hot path (static gate verdicts, cost terms).
+    Safe to cache because a record never changes; a changed provider is a new record."""
 
     def __post_init__(self) -> None:
         if not self.serial:
@@ -116,10 +119,11 @@ class Provider:
 
     def load(self, model_id: str) -> ModelLoad:
         """The last reported load for ``model_id`` (an idle load if none was reported)."""
-        return self.loads.get(model_id, _IDLE)
+        return self.loads.get(model_id, IDLE_LOAD)
 
 
-_IDLE = ModelLoad()
+IDLE_LOAD = ModelLoad()
+"""The load assumed for a model with no heartbeat report."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,19 +23,15 @@ Ranked = tuple[float, Provider]
 """(cost in seconds, provider): what ``CostModel.rank`` produces and ``pick`` chooses from."""
 
 
-def effective_decode_tps(
-    advertised: float, observed: float, running: int, *, load_factor: float
-) -> float:
-    """Observed rate when known (> 0), else the advertised rate derated by concurrency."""
-    if observed > 0:
-        return observed
-    return advertised / (1.0 + load_factor * max(running, 0))
+_Terms = tuple[float, int, float, float, float, float]
+# (fixed s, backlog tokens, running the rate holds for, s per decoded token at that
+#  running, advertised tps, s per prompt token)
 
 
 class CostModel:
     """The C5 cost with its weights taken once from the settings."""
 
-    __slots__ = ("_cold", "_load_factor", "_pending", "_unknown_tps", "_waiting")
+    __slots__ = ("_cold", "_key", "_load_factor", "_pending", "_unknown_tps", "_waiting")
 
     def __init__(self, settings: RegistrySettings) -> None:
         self._cold = settings.cold_model_penalty_s
@@ -43,6 +39,10 @@ class CostModel:
         self._pending = settings.pending_cost_s
         self._load_factor = settings.tps_load_factor
         self._unknown_tps = settings.unknown_tps
+        # Names the weights baked into the cached terms, so records shared between cost
+        # models with different settings never mix them.
+        weights = (self._cold, self._waiting, self._load_factor, self._unknown_tps)
+        self._key = "cost\x1f" + "\x1f".join(map(repr, weights)) + "\x1f"
 
     def rank(
         self,
@@ -56,29 +56,23 @@ class CostModel:
         ``pending`` is the registry's slots in use for (provider, model): requests sent and
         not finished, so the engine is assumed to run at least that many. The provider's
         heartbeat load for ``model_id`` supplies the rest. A rate <= 0 (unknown) is
-        replaced by ``unknown_tps``. One loop, no call per provider: this is Reserve's hot
-        path.
+        replaced by ``unknown_tps``. Reserve's hot path: the request-independent terms are
+        cached on each record, the rest is one loop with no call per provider.
         """
-        cold, per_waiting, per_pending = self._cold, self._waiting, self._pending
-        load_factor, unknown = self._load_factor, self._unknown_tps
+        key = self._key + model_id
+        per_pending, load_factor = self._pending, self._load_factor
         out: list[Ranked] = []
         append = out.append
         for p, pending in eligible:
-            load = p.load(model_id)
-            decode = load.observed_decode_tps
-            if decode <= 0:
-                running = load.running if load.running > pending else pending
-                decode = p.decode_tps / (1.0 + load_factor * running)
-                if decode <= 0:
-                    decode = unknown
-            prefill = p.prefill_tps if p.prefill_tps > 0 else unknown
-            cost = (
-                load.waiting * per_waiting
-                + pending * per_pending
-                + (load.backlog_tokens + max_tokens) / decode
-                + prompt_tokens / prefill
-            )
-            append((cost if load.loaded else cost + cold, p))
+            terms = p.memo.get(key)
+            if terms is None:
+                terms = p.memo[key] = self._terms(p, model_id)
+            fixed, backlog, running, decode_s, advertised, prefill_s = terms
+            if pending > running:
+                # More of our requests in flight than the heartbeat saw: derate further.
+                decode_s = (1.0 + load_factor * pending) / advertised
+            cost = fixed + pending * per_pending + (backlog + max_tokens) * decode_s
+            append((cost + prompt_tokens * prefill_s, p))
         return out
 
     def cost(
@@ -86,6 +80,20 @@ class CostModel:
     ) -> float:
         """The C5 cost, in seconds, of one request on one provider (see ``rank``)."""
         return self.rank([(provider, pending)], model_id, prompt_tokens, max_tokens)[0][0]
+
+    def _terms(self, p: Provider, model_id: str) -> _Terms:
+        load = p.load(model_id)
+        fixed = load.waiting * self._waiting + (0.0 if load.loaded else self._cold)
+        prefill = p.prefill_tps if p.prefill_tps > 0 else self._unknown_tps
+        never = float("inf")  # the rate does not depend on how many run
+        if load.observed_decode_tps > 0:
+            running, decode_s = never, 1.0 / load.observed_decode_tps
+        elif p.decode_tps > 0:
+            running = float(load.running)
+            decode_s = (1.0 + self._load_factor * load.running) / p.decode_tps
+        else:
+            running, decode_s = never, 1.0 / self._unknown_tps
+        return (fixed, load.backlog_tokens, running, decode_s, p.decode_tps, 1.0 / prefill)
 
 
 def pick(
@@ -108,12 +116,8 @@ def pick(
             pool = others
     if not pool:
         return None
-    limit = min(pool, key=_cost)[0] + near_tie_window_s
+    limit = min([r[0] for r in pool]) + near_tie_window_s
     ties = [r for r in pool if r[0] <= limit]
     if len(ties) == 1:
         return ties[0][1]
     return ties[rng.randrange(len(ties))][1]
-
-
-def _cost(r: Ranked) -> float:
-    return r[0]

@@ -99,10 +99,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def ReportLoad(
         self, request: registry_pb2.ReportLoadRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ReportLoadReply:
+        # Every heartbeat refreshes liveness, loads or not; trust is only ever withdrawn here
+        # (the dispatcher registers providers trusted once they pass the challenge).
         loads = {x.model: ModelLoad(running=x.running, waiting=x.waiting) for x in request.loads}
-        if loads:
-            self._registry.update_load(request.provider_id, loads)
-        self._registry.set_trusted(request.provider_id, request.trusted)
+        self._registry.update_load(request.provider_id, loads)
+        if not request.trusted:
+            self._registry.set_trusted(request.provider_id, False)
         return registry_pb2.ReportLoadReply()
 
     async def Admit(

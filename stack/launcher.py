@@ -78,6 +78,10 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # How it was started, so `Stack.restart` can start it again the same way.
+    module: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -167,7 +171,7 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-        proc = Process(name, popen, log_path)
+        proc = Process(name, popen, log_path, module, dict(env), args)
         self.processes[name] = proc
         return proc
 
@@ -226,6 +230,48 @@ class Stack:
         proc = self.processes[name]
         proc.popen.kill()
         proc.popen.wait()
+
+    def terminate(self, name: str, timeout_s: float = 10.0) -> None:
+        """SIGTERM one process and wait for it (a clean stop: a provider says Goodbye,
+        a service shuts down gracefully); SIGKILL if it does not exit in time."""
+        proc = self.processes[name]
+        if proc.alive():
+            proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait()
+
+    def respawn(self, name: str, *, wait: bool = True, timeout_s: float = 30.0) -> Process:
+        """Start a stopped process again with the same module, env and args (so on the
+        same ports); with `wait`, until it is ready (see `wait_ready`)."""
+        old = self.processes[name]
+        if old.alive():
+            raise StackError(f"{name} is still running; terminate or kill it first")
+        self._spawn(name, old.module, old.env, old.args)
+        if wait:
+            self.wait_ready(name, timeout_s)
+        return self.processes[name]
+
+    def restart(self, name: str, timeout_s: float = 30.0) -> Process:
+        """SIGTERM one process, start it again the same way and wait until it is ready."""
+        self.terminate(name)
+        return self.respawn(name, timeout_s=timeout_s)
+
+    def wait_ready(self, name: str, timeout_s: float = 30.0) -> None:
+        """Wait until a service answers its health check, or a provider is registered."""
+        grpc_ports = {
+            "normalizer": self.ports.normalizer,
+            "registry": self.ports.registry,
+            "dispatcher": self.ports.dispatcher,
+        }
+        if name in grpc_ports:
+            self._wait_grpc(name, grpc_ports[name], timeout_s)
+        elif name == "gateway":
+            self._wait_http(name, f"http://127.0.0.1:{self.ports.gateway}/healthz", timeout_s)
+        else:
+            self.wait_providers([name], timeout_s)
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -74,3 +74,14 @@ async def wait_for_stop_signal(on_stop: Callable[[], Awaitable[None]]) -> None:
     await stop.wait()
     log.info("stopping")
     await on_stop()
+
+
+# Client channels between services: large messages, and a short reconnect backoff so a
+# restarted peer is used again within a second instead of grpc's default of up to 120 s.
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)

@@ -150,9 +150,9 @@ def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> Canonical
     choice = doc.get("tool_choice")
     if isinstance(choice, dict):
         kind = choice.get("type")
-        body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(
-            kind or "", {"type": "function", "function": {"name": choice.get("name", "")}}
-        )
+        named = {"type": "function", "function": {"name": str(choice.get("name", ""))}}
+        simple = {"auto": "auto", "any": "required", "none": "none"}
+        body["tool_choice"] = simple.get(kind, named) if isinstance(kind, str) else named
     stops = doc.get("stop_sequences")
     if isinstance(stops, list) and stops:
         body["stop"] = stops

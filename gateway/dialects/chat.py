@@ -31,7 +31,8 @@ def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> Canonical
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", "messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in _ROLES:
             raise bad_request(
                 f"messages[{i}] must be an object with a valid 'role'", f"messages[{i}]"
             )

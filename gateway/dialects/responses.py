@@ -65,7 +65,8 @@ def lower_input(doc: dict[str, Any]) -> list[dict[str, Any]]:
             raise bad_request(f"'{where}' must be an object", where)
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLE_MAP.get(item.get("role", ""))
+            role_name = item.get("role", "")
+            role = _ROLE_MAP.get(role_name) if isinstance(role_name, str) else None
             if role is None:
                 raise bad_request(f"'{where}.role' is not a valid role", f"{where}.role")
             content = _content(item.get("content", ""), where)

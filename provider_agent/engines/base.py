@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,8 +45,12 @@ EngineOutput = Accepted | bytes | Finished
 
 
 class Engine(Protocol):
-    def generate(self, request: GenerateRequest) -> AsyncIterator[EngineOutput]:
+    def generate(self, request: GenerateRequest) -> AsyncGenerator[EngineOutput, None]:
         """Yield Accepted (cold load only), chunk JSON bytes, then exactly one Finished.
 
         Cancel-safe: cancelling the consumer stops generation at once."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the engine holds (HTTP connections); called once at shutdown."""
         ...

@@ -1,54 +1,102 @@
 """Streams from any OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang, MLX...) (E5).
 
 Chunks pass through as the upstream's own bytes (no re-encoding); the upstream's `[DONE]`
-terminator is swallowed and the usage it reports is carried in `Finished`.
+terminator is swallowed and the usage it reports is carried in `Finished`. Upstream
+failures become `EngineError`s whose status the dispatcher understands (`upstream_status`):
+the client's own mistakes stay 4xx (not retried, B11), overload stays 429/503 (retried,
+never counted by the breaker), and everything else that is the upstream's fault is a
+500/502/504 (retried elsewhere and counted, C4).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
 from provider_agent.engines.base import EngineError, EngineOutput, Finished, GenerateRequest
 
-_RETRYABLE_AS_502 = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+# Client errors the router must not retry elsewhere (B11) and overload signals it should.
+_PASSTHROUGH = frozenset({400, 413, 415, 422, 429, 500, 502, 503, 504})
+# Keys that steer the router and mean nothing (or an error) to an engine.
+_ROUTER_KEYS = ("provider",)
+_MAX_DETAIL = 500
 
 
 def upstream_status(status: int) -> int:
-    """Map an upstream HTTP status to the error frame's status."""
-    if status in (400, 404, 413, 415, 422, 429, 503):
+    """Map an upstream HTTP status to the error frame's status.
+
+    400/413/415/422 are the request's fault and stay as they are (not retried); 429 and
+    503 mean busy (retried elsewhere, not counted by the breaker); 500/502/504 stay as
+    they are. 408 is a timeout (504). Anything else (401/403: a misconfigured upstream,
+    404: the upstream does not serve the model we advertised, other 4xx/5xx, 3xx) is this
+    provider's failure, not the client's: 502 for 4xx/3xx, 500 for other 5xx."""
+    if status in _PASSTHROUGH:
         return status
+    if status == 408:
+        return 504
     if status >= 500:
         return 500
     return 502
 
 
+def _error_detail(raw: bytes) -> str:
+    """The upstream's error message: OpenAI `{"error": {"message"}}`, `{"error": "..."}`
+    (Ollama, llama.cpp), FastAPI `{"detail"}`, else the text itself, truncated."""
+    text = raw.decode(errors="replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text[:_MAX_DETAIL]
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:_MAX_DETAIL]
+        for value in (err, doc.get("message"), doc.get("detail")):
+            if isinstance(value, str):
+                return value[:_MAX_DETAIL]
+    return text[:_MAX_DETAIL]
+
+
 class OpenAIEngine:
-    def __init__(self, base_url: str, *, timeout_s: float = 600.0, api_key: str = "") -> None:
+    """One pooled HTTP client per agent; `aclose()` at shutdown."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        api_key: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        base = base_url.rstrip("/")
+        # Accept both `http://host:port` and `http://host:port/v1`.
+        self._prefix = "" if base.endswith("/v1") else "/v1"
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            base_url=base,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             headers=headers,
+            transport=transport,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[EngineOutput]:
-        body: dict[str, Any] = dict(request.body)
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[EngineOutput, None]:
+        body: dict[str, Any] = {k: v for k, v in request.body.items() if k not in _ROUTER_KEYS}
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        path = "/v1/completions" if request.completions else "/v1/chat/completions"
+        path = self._prefix + ("/completions" if request.completions else "/chat/completions")
         usage: dict[str, Any] = {}
         produced = 0
         try:
             async with self._client.stream("POST", path, json=body) as response:
                 if response.status_code != 200:
-                    detail = (await response.aread()).decode(errors="replace")[:500]
+                    detail = _error_detail(await response.aread())
                     raise EngineError(
                         upstream_status(response.status_code),
                         f"upstream {response.status_code}: {detail}",
@@ -56,26 +104,33 @@ class OpenAIEngine:
                 done = False
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
-                        continue
+                        continue  # SSE comments, `event:` lines, keep-alives
                     data = line[5:].strip()
                     if data == "[DONE]":
                         done = True
                         break
-                    payload = data.encode()
-                    if '"usage"' in data:
+                    try:
                         parsed = json.loads(data)
-                        if isinstance(parsed.get("usage"), dict):
-                            usage = parsed["usage"]
+                    except ValueError as exc:
+                        bad = data[:200]
+                        raise EngineError(502, f"upstream sent a malformed chunk: {bad}") from exc
+                    if not isinstance(parsed, dict):
+                        raise EngineError(502, "upstream sent a chunk that is not an object")
+                    if "error" in parsed and "choices" not in parsed:
+                        # vLLM / llama.cpp report mid-stream failures as an error event.
+                        raise EngineError(500, f"upstream error: {_error_detail(data.encode())}")
+                    if isinstance(parsed.get("usage"), dict):
+                        usage = parsed["usage"]
                         if not parsed.get("choices"):
                             continue  # usage-only trailer: carried in Finished, not relayed
                     produced += 1
-                    yield payload
+                    yield data.encode()
                 if not done:
                     raise EngineError(502, "upstream stream ended without [DONE]")
-        except _RETRYABLE_AS_502 as exc:
-            raise EngineError(502, f"upstream connection failed: {exc}") from exc
         except httpx.TimeoutException as exc:
-            raise EngineError(504, "upstream timed out") from exc
+            raise EngineError(504, f"upstream timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise EngineError(502, f"upstream connection failed: {exc!r}") from exc
         yield Finished(
             int(usage.get("prompt_tokens") or request.prompt_tokens),
             int(usage.get("completion_tokens") or produced),

@@ -22,7 +22,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from provider_agent.config import SimSettings
@@ -101,7 +101,10 @@ class SimEngine:
         self._clock = clock
         self._loaded: set[str] = set()
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[EngineOutput]:
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[EngineOutput, None]:
         faults = set(self._s.faults) | request_faults(request.body)
         body = request.body
         tools = body.get("tools")

@@ -80,7 +80,7 @@ plausible = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(body=bodies | plausible)
 def test_a3_lowering_never_raises_anything_but_a_400(body: dict[str, Any]) -> None:
     raw = json.dumps(body).encode()
@@ -107,7 +107,7 @@ chunks = (
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(stream=st.lists(chunks, max_size=6))
 def test_a9_renderers_survive_any_provider_chunk(stream: list[bytes]) -> None:
     usage = common_pb2.Usage(prompt_tokens=1, completion_tokens=2)

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from registry_svc.model import ModelLoad, Provider, RegistrySettings
-from registry_svc.scheduler import CostModel, Ranked, effective_decode_tps, pick
+from registry_svc.scheduler import CostModel, Ranked, pick
 from tests.unit.test_registry_support import provider
 
 COST = CostModel(RegistrySettings())
@@ -19,9 +19,15 @@ def cost(p: Provider, *, pending: int = 0, prompt: int = 0, max_tokens: int = 0)
 
 
 def test_c5_effective_decode_tps() -> None:
-    assert effective_decode_tps(100, 0, 0, load_factor=0.27) == 100
-    assert effective_decode_tps(100, 0, 2, load_factor=0.27) == pytest.approx(100 / 1.54)
-    assert effective_decode_tps(100, 42, 9, load_factor=0.27) == 42
+    # observed, else advertised / (1 + 0.27 x running)
+    idle = provider("p", decode_tps=100)
+    assert cost(idle, max_tokens=100) == pytest.approx(1.0)
+    busy = provider("p", decode_tps=100, loads={"m": ModelLoad(running=2)})
+    assert cost(busy, max_tokens=100) == pytest.approx(100 / (100 / 1.54))
+    measured = provider(
+        "p", decode_tps=100, loads={"m": ModelLoad(running=9, observed_decode_tps=42)}
+    )
+    assert cost(measured, max_tokens=42) == pytest.approx(1.0)
 
 
 def test_c5_cost_formula() -> None:
@@ -121,3 +127,12 @@ def test_b10_avoid_version_ties_only_among_the_preferred() -> None:
         p.id for p in (pick(pool, random.Random(s), avoid_version="0.6.3") for s in range(50)) if p
     }
     assert seen == {"y", "z"}
+
+
+def test_c5_cached_terms_never_mix_settings() -> None:
+    p = provider("p", decode_tps=100, loads={"m": ModelLoad(loaded=False, waiting=1)})
+    other = CostModel(RegistrySettings(cold_model_penalty_s=5.0, queue_depth_cost_s=1.0))
+    assert cost(p) == pytest.approx(33.0)
+    assert other.cost(p, "m", 0, 0, 0) == pytest.approx(6.0)
+    assert cost(p) == pytest.approx(33.0)
+    assert COST.cost(p, "other-model", 0, 0, 0) == pytest.approx(0.0)
