@@ -1,0 +1,101 @@
+"""Registry benchmark (issue 4): pure selection cost and Reserve+Release through gRPC with
+10, 1 000 and 10 000 registered providers, measured in one run.
+
+Run: `python -m bench.registry` (prints a table)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+import grpc
+
+from protos import hedgerow_common_pb2 as common_pb2
+from protos import registry_pb2, registry_pb2_grpc
+from registry_svc import server
+from registry_svc.config import RegistryConfig
+from registry_svc.core import Registry
+from registry_svc.model import ModelInfo, Outcome, Provider, RegistrySettings, Traits
+
+MODEL = "m"
+
+
+def fleet(n: int, seed: int = 1) -> list[Provider]:
+    rng = random.Random(seed)
+    return [
+        Provider(
+            id=f"p{i:05d}",
+            version=rng.choice(["0.6.2", "0.6.3", "0.7.0"]),
+            trusted=True,
+            decode_tps=rng.uniform(20, 200),
+            prefill_tps=rng.uniform(500, 5000),
+            models={MODEL: ModelInfo(MODEL, max_concurrency=4, template_render_ok=True)},
+        )
+        for i in range(n)
+    ]
+
+
+def pure_us(n: int, repeat: int) -> tuple[float, float]:
+    registry = Registry(RegistrySettings(), clock=time.monotonic, rng=random.Random(2))
+    for p in fleet(n):
+        registry.upsert_provider(p)
+    tools = Traits(has_tools=True)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        registry.select(MODEL, tools, max_tokens=64)
+    select = (time.perf_counter() - start) / repeat * 1e6
+
+    async def reserve_release() -> float:
+        t = time.perf_counter()
+        for _ in range(repeat):
+            r = await registry.reserve(MODEL, tools, max_tokens=64, may_queue=False)
+            registry.release(r.id, Outcome(200))
+        return (time.perf_counter() - t) / repeat * 1e6
+
+    return select, asyncio.run(reserve_release())
+
+
+async def grpc_ms(n: int, samples: int) -> tuple[float, float]:
+    config = RegistryConfig(port=0)
+    core = server.build_registry(config)
+    for p in fleet(n):
+        core.upsert_provider(p)
+    running = await server.start(config, core)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            request = registry_pb2.ReserveRequest(
+                model=MODEL, traits=common_pb2.Traits(has_tools=True), max_tokens=64
+            )
+            timings = []
+            for i in range(samples + 20):
+                t = time.perf_counter()
+                reply = await stub.Reserve(request)
+                await stub.Release(
+                    registry_pb2.ReleaseRequest(
+                        reservation_id=reply.reservation_id, status_code=200
+                    )
+                )
+                if i >= 20:
+                    timings.append((time.perf_counter() - t) * 1000)
+            return statistics.median(timings), statistics.quantiles(timings, n=100)[98]
+    finally:
+        await running.stop(0)
+
+
+def main() -> None:
+    print(
+        f"{'providers':>10} {'select us':>10} {'reserve+release us':>19} "
+        f"{'gRPC p50 ms':>12} {'gRPC p99 ms':>12}"
+    )
+    for n in (10, 1000, 10000):
+        repeat = 2000 if n <= 10 else (200 if n <= 1000 else 20)
+        select, rr = pure_us(n, repeat)
+        p50, p99 = asyncio.run(grpc_ms(n, 200 if n <= 1000 else 50))
+        print(f"{n:>10} {select:>10.1f} {rr:>19.1f} {p50:>12.2f} {p99:>12.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
