@@ -399,6 +399,8 @@ def _report_lines(report: CheckReport) -> list[str]:
             where = f"fixture={result.fixture}"
             if result.filter_name:
                 where += f" filter={result.filter_name}"
+                if result.refused:
+                    where += f" got={result.refused}"
             lines.append(f"      {group.value:<7}  FAILED  {where}: {result.error}")
     return lines
 
@@ -406,7 +408,8 @@ def _report_lines(report: CheckReport) -> list[str]:
 def format_check_report(cards: Sequence[ModelCard]) -> str:
     """A plain-text report: per model its advertised verdicts, then per template source
     which requests it renders and each fixture group's result -- on failure the fixture,
-    the strict filter (if that was the cause) and the template's message."""
+    the strict filter and the kind of value it refused (if that was the cause, e.g.
+    ``fixture=tool_declaration filter=upper got=list``) and the template's message."""
     if not cards:
         return "no models found\n"
     out: list[str] = []

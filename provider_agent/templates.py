@@ -81,11 +81,15 @@ class TemplateCompileError(ChatTemplateError):
 class TemplateRenderError(ChatTemplateError):
     """Rendering raised. ``message`` is the template's own message (``raise_exception``
     text, or the failing filter's error); ``filter_name`` names the strict string filter
-    that refused a non-string, when that is the cause."""
+    that refused a non-string, when that is the cause, and ``refused`` the kind of value it
+    got (``list``, ``int``, ``Undefined`` for a missing key...)."""
 
-    def __init__(self, message: str, *, filter_name: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, filter_name: str | None = None, refused: str | None = None
+    ) -> None:
         super().__init__(message)
         self.filter_name = filter_name
+        self.refused = refused
 
 
 class TemplateRaisedError(jinja2.TemplateError):
@@ -93,11 +97,13 @@ class TemplateRaisedError(jinja2.TemplateError):
 
 
 class StrictFilterError(jinja2.TemplateRuntimeError, TypeError):
-    """A strict string filter got a non-string, e.g. "upper filter requires string"."""
+    """A strict string filter got a non-string, e.g. "upper filter requires string" (the
+    engines' own wording); ``refused`` is the type name of the value it got."""
 
-    def __init__(self, filter_name: str) -> None:
+    def __init__(self, filter_name: str, refused: str) -> None:
         super().__init__(f"{filter_name} filter requires string")
         self.filter_name = filter_name
+        self.refused = refused
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,10 +146,17 @@ def _strict_string_filter(name: str, plain: Callable[..., str]) -> Callable[...,
         # Undefined is refused too: swift-jinja throws on ``value['type'] | upper`` when the
         # key is missing, which is how untyped schema nodes crashed providers.
         if not isinstance(value, str):
-            raise StrictFilterError(name)
+            raise StrictFilterError(name, _kind(value))
         return plain(value, *args)
 
     return apply
+
+
+def _kind(value: object) -> str:
+    """How a refused value is named in reports: its type, ``Undefined`` for a missing key."""
+    if isinstance(value, jinja2.Undefined):
+        return "Undefined"
+    return type(value).__name__
 
 
 def make_environment(
@@ -222,7 +235,9 @@ def render(
     try:
         return template.template.render(context)
     except StrictFilterError as exc:
-        raise TemplateRenderError(str(exc), filter_name=exc.filter_name) from exc
+        raise TemplateRenderError(
+            str(exc), filter_name=exc.filter_name, refused=exc.refused
+        ) from exc
     except TemplateRaisedError as exc:
         raise TemplateRenderError(str(exc)) from exc
     # The template is third-party code: whatever it raises (TypeError on None, sandbox
@@ -332,15 +347,29 @@ class Fixture:
 
 
 def canonical_tool() -> dict[str, Any]:
-    """The post-repair tool (every schema node has a string ``type``; nullability is
+    """The tool in post-repair shape -- what providers receive, a fixed point of
+    ``normalizer_svc.schema`` (every schema node has a string ``type``; nullability is
     ``nullable: true``): an enum, array items, a nested object with its own required
-    list, and a nullable property."""
+    list, a nullable property, and the real-world shapes Pydantic and OpenAI's strict
+    helper send, as repaired: an integer enum (an ``IntEnum`` field, inlined), and an
+    ``Optional[Model]`` -- an anyOf over a local ``$ref`` and null, with its ``$defs``."""
     return {
         "type": "function",
         "function": {
             "name": "get_weather",
             "description": "Current weather and a short forecast for a location.",
             "parameters": {
+                "$defs": {
+                    "TimeWindow": {
+                        "type": "object",
+                        "title": "TimeWindow",
+                        "properties": {
+                            "start": {"type": "string", "format": "date-time"},
+                            "hours": {"type": "integer", "minimum": 1, "maximum": 240},
+                        },
+                        "required": ["start"],
+                    }
+                },
                 "type": "object",
                 "properties": {
                     "location": {"type": "string", "description": "City and country"},
@@ -366,6 +395,21 @@ def canonical_tool() -> dict[str, Any]:
                             },
                         },
                         "required": ["verbose"],
+                    },
+                    "priority": {
+                        "type": "integer",
+                        "enum": [1, 2, 3],
+                        "default": 1,
+                        "description": "Alert priority, 1 = low",
+                    },
+                    "window": {
+                        "anyOf": [
+                            {"$ref": "#/$defs/TimeWindow", "type": "object"},
+                            {"type": "null"},
+                        ],
+                        "description": "Time window, if any",
+                        "type": "object",
+                        "nullable": True,
                     },
                 },
                 "required": ["location", "unit"],
@@ -487,13 +531,14 @@ def canonical_fixtures(*, is_vision: bool) -> tuple[Fixture, ...]:
 @dataclass(frozen=True)
 class GroupResult:
     """Outcome of one fixture group. On failure: the first failing fixture, the error
-    message, and the strict filter that refused (if that was the cause)."""
+    message, and the strict filter that refused and what it got (if that was the cause)."""
 
     group: FixtureGroup
     ok: bool
     fixture: str | None = None
     error: str | None = None
     filter_name: str | None = None
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -585,5 +630,6 @@ def _check_group(
                 fixture=fixture.name,
                 error=exc.message,
                 filter_name=exc.filter_name,
+                refused=exc.refused,
             )
     return GroupResult(group, ok=True)

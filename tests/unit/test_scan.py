@@ -460,7 +460,8 @@ def test_e3_check_report_shows_each_model_source_group_and_failure(tmp_path):
     assert "  [1] tokenizer_config.json[default]  (renders plain requests)" in lines
     assert "  [2] tokenizer_config.json[tool_use]  (renders tools requests)" in lines
     assert (
-        "      tools    FAILED  fixture=tool_flow filter=trim: trim filter requires string" in lines
+        "      tools    FAILED  fixture=tool_flow filter=trim got=dict: trim filter requires string"
+        in lines
     )
     assert "      vision   skipped (not a vision model)" in lines
     assert any(line.startswith("      compile  FAILED  line ") for line in lines)
@@ -468,6 +469,23 @@ def test_e3_check_report_shows_each_model_source_group_and_failure(tmp_path):
     assert any(line.startswith("bare ") and "template_render_ok=absent" in line for line in lines)
     assert "  no chat template" in lines
     assert any(line.startswith("  problem: chat_template.json: cannot be read") for line in lines)
+
+
+def test_e3_check_report_names_fixture_filter_and_refused_value_only_when_strict(tmp_path):
+    # A template only a strict engine crashes on: `check` (strict by default) flags it and
+    # says where; the lenient check, like Jinja2, passes it.
+    make_model(
+        tmp_path, "enumtrim", config={}, jinja=(TEMPLATES / "enum_option_trim.jinja").read_text()
+    )
+    strict = format_check_report(scan_models(tmp_path)).splitlines()
+    assert any("check=strict" in line and "tools=FALSE" in line for line in strict)
+    assert (
+        "      tools    FAILED  fixture=tool_declaration filter=trim got=int: "
+        "trim filter requires string"
+    ) in strict
+    lenient = format_check_report(scan_models(tmp_path, strictness=Strictness.LENIENT))
+    assert "check=lenient" in lenient and "tools=true" in lenient
+    assert "      tools    ok" in lenient.splitlines()
 
 
 def test_e3_check_report_for_no_models():

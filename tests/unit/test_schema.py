@@ -10,6 +10,7 @@ import pytest
 from normalizer_svc.schema import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
+    SCHEMA_RECORD_KEY,
     NormalizeResult,
     normalize_body,
     repair_tools,
@@ -107,10 +108,12 @@ def test_d2_bare_boolean_additional_properties_untouched_but_makes_parent_object
 
 
 def test_d2_any_of_union_typed_from_first_non_null_member() -> None:
+    # The null member also makes the node nullable (D8, added by issue 6).
     props = props_of({"n": {"anyOf": [{"type": "null"}, {"type": "number"}, {"type": "string"}]}})
     assert props["n"] == {
         "anyOf": [{"type": "null"}, {"type": "number"}, {"type": "string"}],
         "type": "number",
+        "nullable": True,
     }
 
 
@@ -266,7 +269,10 @@ def test_d2_explicit_nullable_is_never_overwritten() -> None:
     assert props["set"] == {"type": "string", "nullable": True}
 
 
-def test_d2_missing_type_filled_only_on_schema_looking_nodes() -> None:
+def test_d4_missing_type_filled_at_every_schema_position() -> None:
+    # Issue 6 widened D2's "schema-looking nodes only": every node at a schema position is
+    # typed -- the empty schema with its meaning recorded (D6), a default-only node from
+    # its value (D10).
     props = props_of(
         {
             "bare": {},
@@ -277,17 +283,20 @@ def test_d2_missing_type_filled_only_on_schema_looking_nodes() -> None:
             "both": {"items": {}, "properties": {}},
         }
     )
-    assert props["bare"] == {}
-    assert props["titled"] == {"title": "t", "default": 1}
+    assert props["bare"] == {"type": "string", "x-hedgerow-schema": True}
+    assert props["titled"] == {"title": "t", "default": 1, "type": "integer"}
     assert props["desc"] == {"description": "d", "type": "string"}
     assert props["obj"] == {"properties": {}, "type": "object"}
     assert props["arr"] == {"items": {"type": "string"}, "type": "array"}
     assert props["both"]["type"] == "object"  # properties wins over items
 
 
-def test_d2_schema_root_without_markers_gets_no_type() -> None:
-    body = chat_body({"title": "nothing schema-like"})
-    unchanged(body, None)
+def test_d9_schema_root_without_markers_is_typed_object() -> None:
+    # Before issue 6 such a home stayed typeless; templates read parameters['type'] too.
+    assert params_of({"title": "nothing schema-like"}) == {
+        "title": "nothing schema-like",
+        "type": "object",
+    }
 
 
 def test_d2_non_schema_positions_are_never_repaired() -> None:
@@ -325,6 +334,384 @@ def test_d2_repair_count_is_one_per_changed_node() -> None:
         )
     )
     assert result.repairs == 3  # root, a, b
+
+
+# --- D4-D10 (issue 6): real-world schemas ------------------------------------------------
+
+RECORD = SCHEMA_RECORD_KEY
+
+
+def repaired_again_is_unchanged(repaired_parameters: Any) -> None:
+    unchanged(chat_body(repaired_parameters), None)
+
+
+def test_d4_every_schema_position_is_typed() -> None:
+    params = params_of(
+        {
+            "$defs": {"D": {"title": "d"}},
+            "definitions": {"E": {"default": "x"}},
+            "patternProperties": {"^x-": {"description": "ext"}},
+            "properties": {
+                "t": {"prefixItems": [{"title": "first"}, {"enum": [1]}]},
+                "m": {"additionalProperties": {"title": "value"}},
+                "u": {"oneOf": [{"title": "a"}, {"format": "date"}]},
+            },
+        }
+    )
+    assert params["$defs"]["D"] == {"title": "d", "type": "string"}
+    assert params["definitions"]["E"] == {"default": "x", "type": "string"}
+    assert params["patternProperties"]["^x-"] == {"description": "ext", "type": "string"}
+    props = params["properties"]
+    assert props["t"] == {
+        "prefixItems": [{"title": "first", "type": "string"}, {"enum": [1], "type": "string"}],
+        "type": "array",
+    }
+    assert props["m"]["additionalProperties"] == {"title": "value", "type": "string"}
+    assert props["m"]["type"] == "object"
+    assert props["u"]["oneOf"] == [
+        {"title": "a", "type": "string"},
+        {"format": "date", "type": "string"},
+    ]
+    assert params["type"] == "object"
+
+
+def test_d4_pattern_properties_make_an_object_and_prefix_items_an_array() -> None:
+    props = props_of({"p": {"patternProperties": {}}, "q": {"prefixItems": []}})
+    assert (props["p"]["type"], props["q"]["type"]) == ("object", "array")
+
+
+def test_d4_keywords_that_are_not_positions_are_left_alone() -> None:
+    untouched = {
+        "not": {"title": "n"},
+        "if": {"title": "i"},
+        "then": True,
+        "contains": {},
+        "propertyNames": {"title": "p"},
+        "dependentSchemas": {"a": {}},
+        "examples": [{}],
+    }
+    # Nothing to repair: the body comes back as the same bytes.
+    body = chat_body({"type": "object", "properties": {"p": {"type": "array", **untouched}}})
+    unchanged(body, None)
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ("dict", "object"),
+        ("Dict", "object"),
+        ("map", "object"),
+        ("float", "number"),
+        ("double", "number"),
+        ("decimal", "number"),
+        ("int", "integer"),
+        ("INT", "integer"),
+        ("long", "integer"),
+        ("bool", "boolean"),
+        ("Boolean", "boolean"),
+        ("list", "array"),
+        ("List", "array"),
+        ("tuple", "array"),
+        ("set", "array"),
+        ("any", "string"),
+        ("Any", "string"),
+        ("str", "string"),
+        ("String", "string"),
+        (" string ", "string"),
+        ("text", "string"),
+        ("Object", "object"),
+        ("NULL", "null"),
+        ("None", "null"),
+    ],
+)
+def test_d5_non_standard_type_names_map_case_insensitively(declared: str, expected: str) -> None:
+    assert props_of({"p": {"type": declared, "description": "d"}})["p"] == {
+        "type": expected,
+        "description": "d",
+    }
+
+
+def test_d5_unknown_type_names_are_kept() -> None:
+    body = chat_body(
+        {"type": "object", "properties": {"a": {"type": "date"}, "b": {"type": "List[int]"}}}
+    )
+    unchanged(body, None)
+
+
+def test_d5_aliases_inside_type_lists_collapse_with_nullable() -> None:
+    props = props_of({"a": {"type": ["None", "Int"]}, "b": {"type": ["dict", "null"]}})
+    assert props["a"] == {"type": "integer", "nullable": True}
+    assert props["b"] == {"type": "object", "nullable": True}
+
+
+def test_d6_boolean_schemas_become_typed_and_record_their_meaning() -> None:
+    params = params_of(
+        {
+            "$defs": {"Anything": True, "Nothing": False},
+            "properties": {
+                "yes": True,
+                "no": False,
+                "tags": {"items": True},
+                "pair": {"prefixItems": [True, {"type": "integer"}], "items": False},
+                "u": {"anyOf": [False, {"type": "null"}]},
+            },
+        }
+    )
+    typed_true = {"type": "string", RECORD: True}
+    typed_false = {"type": "string", RECORD: False}
+    assert params["$defs"] == {"Anything": typed_true, "Nothing": typed_false}
+    props = params["properties"]
+    assert (props["yes"], props["no"]) == (typed_true, typed_false)
+    assert props["tags"] == {"items": typed_true, "type": "array"}
+    assert props["pair"] == {
+        "prefixItems": [typed_true, {"type": "integer"}],
+        "items": typed_false,
+        "type": "array",
+    }
+    assert props["u"] == {
+        "anyOf": [typed_false, {"type": "null"}],
+        "type": "string",
+        "nullable": True,
+    }
+
+
+def test_d6_boolean_additional_properties_stays_a_constraint() -> None:
+    body = chat_body({"type": "object", "properties": {}, "additionalProperties": False})
+    unchanged(body, None)
+
+
+def test_d6_empty_schema_is_typed_and_records_that_it_admits_anything() -> None:
+    props = props_of({"any": {}, "list": {"type": "array", "items": {}}})
+    assert props["any"] == {"type": "string", RECORD: True}
+    assert props["list"]["items"] == {"type": "string", RECORD: True}
+
+
+def test_d6_d9_empty_home_is_an_object_without_a_record() -> None:
+    # Tool arguments are a JSON object: an empty parameters schema loses nothing as one.
+    assert params_of({}) == {"type": "object"}
+
+
+def test_d6_booleans_past_the_depth_cap_are_left_and_reported() -> None:
+    result = changed(chat_body({"properties": {"p": True}}), max_depth=1)
+    assert tools_of(result)[0]["function"]["parameters"] == {
+        "properties": {"p": True},
+        "type": "object",
+    }
+    assert result.skipped == "depth"
+
+
+def test_d7_local_refs_into_defs_and_definitions_are_typed_from_the_target() -> None:
+    params = params_of(
+        {
+            "$defs": {"Unit": {"enum": ["c", "f"], "type": "string"}, "Pt": {"properties": {}}},
+            "definitions": {"N": {"type": "integer"}},
+            "properties": {
+                "unit": {"$ref": "#/$defs/Unit", "default": "c"},
+                "pt": {"$ref": "#/$defs/Pt", "description": "a point"},
+                "n": {"$ref": "#/definitions/N"},
+            },
+        }
+    )
+    props = params["properties"]
+    assert props["unit"] == {"$ref": "#/$defs/Unit", "default": "c", "type": "string"}
+    # The target's type wins over D2's description fallback.
+    assert props["pt"] == {"$ref": "#/$defs/Pt", "description": "a point", "type": "object"}
+    assert props["n"] == {"$ref": "#/definitions/N", "type": "integer"}
+    assert params["$defs"]["Pt"] == {"properties": {}, "type": "object"}  # $defs stay valid
+
+
+def test_d7_json_pointer_escapes_and_percent_encoding_resolve() -> None:
+    props = props_of(
+        {
+            "slash": {"$ref": "#/properties/target~1x/items"},
+            "tilde": {"$ref": "#/properties/a~0b"},
+            "pct": {"$ref": "#/properties/%C3%A9t%C3%A9"},
+            "target/x": {"type": "array", "items": {"type": "boolean"}},
+            "a~b": {"type": "number"},
+            "été": {"type": "integer"},
+        }
+    )
+    assert props["slash"]["type"] == "boolean"
+    assert props["tilde"]["type"] == "number"
+    assert props["pct"]["type"] == "integer"
+
+
+def test_d7_refs_to_list_members_and_to_the_root() -> None:
+    params = params_of(
+        {
+            "anyOf": [{"type": "object", "properties": {}}],
+            "properties": {
+                "first": {"$ref": "#/anyOf/0"},
+                "bad_index": {"$ref": "#/anyOf/01", "description": "d"},
+                "past_end": {"$ref": "#/anyOf/5", "title": "t"},
+                "me": {"$ref": "#"},
+            },
+        }
+    )
+    props = params["properties"]
+    assert props["first"]["type"] == "object"
+    assert props["bad_index"]["type"] == "string"  # leading zero: not a JSON pointer index
+    assert props["past_end"]["type"] == "string"
+    assert props["me"]["type"] == "object"
+
+
+def test_d7_typeless_targets_are_typed_before_their_referrers_whatever_the_order() -> None:
+    # The referrer comes first in document order; its target is only repaired later.
+    params = params_of(
+        {
+            "properties": {"early": {"$ref": "#/$defs/Late"}},
+            "$defs": {
+                "Late": {"anyOf": [{"$ref": "#/$defs/Leaf"}, {"type": "null"}]},
+                "Leaf": {"type": ["integer", "null"]},
+            },
+        }
+    )
+    assert params["$defs"]["Leaf"] == {"type": "integer", "nullable": True}
+    assert params["$defs"]["Late"]["type"] == "integer"
+    assert params["properties"]["early"] == {"$ref": "#/$defs/Late", "type": "integer"}
+
+
+def test_d7_ref_chains_and_cycles_terminate() -> None:
+    params = params_of(
+        {
+            "$defs": {
+                "A": {"$ref": "#/$defs/B"},
+                "B": {"$ref": "#/$defs/A"},
+                "Self": {"$ref": "#/$defs/Self"},
+                "Chain1": {"$ref": "#/$defs/Chain2"},
+                "Chain2": {"$ref": "#/$defs/Obj"},
+                "Obj": {"type": "object"},
+                "Tree": {"properties": {"kids": {"items": {"$ref": "#/$defs/Tree"}}}},
+            },
+            "properties": {"loop": {"$ref": "#/$defs/A"}, "chain": {"$ref": "#/$defs/Chain1"}},
+        }
+    )
+    defs = params["$defs"]
+    assert defs["A"]["type"] == defs["B"]["type"] == defs["Self"]["type"] == "string"
+    assert defs["Chain1"]["type"] == defs["Chain2"]["type"] == "object"
+    assert defs["Tree"]["properties"]["kids"]["items"] == {"$ref": "#/$defs/Tree", "type": "object"}
+    assert params["properties"]["chain"]["type"] == "object"
+    repaired_again_is_unchanged(params)
+
+
+def test_d7_a_ref_chain_longer_than_the_hop_budget_still_ends_typed() -> None:
+    defs: dict[str, Any] = {f"D{i}": {"$ref": f"#/$defs/D{i + 1}"} for i in range(500)}
+    defs["D500"] = {"type": "integer"}
+    params = params_of({"$defs": defs, "properties": {"p": {"$ref": "#/$defs/D0"}}})
+    assert all(isinstance(node["type"], str) for node in params["$defs"].values())
+    assert params["properties"]["p"]["type"] in ("integer", "string")
+    repaired_again_is_unchanged(params)
+
+
+def test_d7_unresolvable_refs_fall_back_like_any_typeless_node() -> None:
+    props = props_of(
+        {
+            "remote": {"$ref": "https://example.com/schemas/x.json"},
+            "anchor": {"$ref": "#thing"},
+            "missing": {"$ref": "#/$defs/Nope", "default": 3},
+            "junk": {"$ref": 42, "description": "d"},
+        }
+    )
+    assert props["remote"] == {"$ref": "https://example.com/schemas/x.json", "type": "string"}
+    assert props["anchor"]["type"] == "string"
+    assert props["missing"]["type"] == "integer"
+    assert props["junk"] == {"$ref": 42, "description": "d", "type": "string"}
+
+
+def test_d7_ref_to_a_boolean_definition_is_typed_as_its_stand_in() -> None:
+    params = params_of({"$defs": {"T": True}, "properties": {"p": {"$ref": "#/$defs/T"}}})
+    assert params["properties"]["p"] == {"$ref": "#/$defs/T", "type": "string"}
+
+
+def test_d7_target_past_the_depth_cap_types_the_referrer_but_stays_as_is() -> None:
+    deep = {"properties": {"a": {"properties": {"b": {"items": {"type": "integer"}}}}}}
+    body = chat_body(
+        {
+            **deep,
+            "$defs": {},
+            "properties": {**deep["properties"], "r": {"$ref": "#/properties/a/properties/b"}},
+        }
+    )
+    params = tools_of(changed(body, max_depth=2))[0]["function"]["parameters"]
+    assert params["properties"]["r"] == {"$ref": "#/properties/a/properties/b", "type": "array"}
+    assert params["properties"]["a"]["properties"]["b"] == {"items": {"type": "integer"}}
+
+
+def test_d8_union_with_a_null_member_sets_nullable() -> None:
+    props = props_of(
+        {
+            "any": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "one": {"oneOf": [{"type": "null"}, {"$ref": "#/properties/any"}]},
+            "all": {"allOf": [{"type": "integer"}, {"type": "null"}]},
+            "kept": {"anyOf": [{"type": "string"}, {"type": "null"}], "nullable": False},
+            "typed": {"type": "object", "anyOf": [{"type": "object"}, {"type": "null"}]},
+            "nulls": {"anyOf": [{"type": "null"}]},
+            "listed": {"anyOf": [{"type": ["integer", "null"]}]},
+        }
+    )
+    assert (props["any"]["type"], props["any"]["nullable"]) == ("string", True)
+    assert (props["one"]["type"], props["one"]["nullable"]) == ("string", True)
+    assert props["all"]["type"] == "integer" and "nullable" not in props["all"]
+    assert (props["kept"]["type"], props["kept"]["nullable"]) == ("string", False)
+    assert "nullable" not in props["typed"]  # an explicit type is not widened
+    assert props["nulls"]["type"] == "string" and "nullable" not in props["nulls"]
+    assert props["listed"]["type"] == "integer" and "nullable" not in props["listed"]
+
+
+def test_d9_home_fallback_is_object_except_for_an_enum_home() -> None:
+    assert params_of({"description": "no arguments"})["type"] == "object"
+    assert params_of({"enum": ["a"]})["type"] == "string"
+    assert params_of({"title": "t", "default": {}})["type"] == "object"
+    assert params_of({"const": 1})["type"] == "integer"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "token", "expected"),
+    [
+        ("const", '"x"', "string"),
+        ("const", "7", "integer"),
+        ("const", "18446744073709551616", "integer"),
+        ("const", "1.0", "number"),
+        ("const", "1e3", "number"),
+        ("const", "true", "boolean"),
+        ("const", "null", "null"),
+        ("const", "{}", "object"),
+        ("const", "[1]", "array"),
+        ("default", "false", "boolean"),
+        ("default", "-0.5", "number"),
+        ("default", "[]", "array"),
+        ("default", "null", "string"),  # a null default says nothing about the type
+    ],
+)
+def test_d10_const_and_default_only_nodes_are_typed_from_their_value(
+    keyword: str, token: str, expected: str
+) -> None:
+    head = '{"tools":[{"function":{"parameters":{"type":"object","properties":{"p":{"title":"t",'
+    tail = "}}}}}]}"
+    body = (head + f'"{keyword}":{token}' + tail).encode()
+    assert json.loads(body)  # well-formed
+    assert changed(body).body == (head + f'"{keyword}":{token},"type":"{expected}"' + tail).encode()
+
+
+def test_d10_const_wins_over_default_and_repair_tools_reads_python_values() -> None:
+    tools: list[Any] = [
+        {
+            "input_schema": {
+                "properties": {
+                    "c": {"const": 1.5, "default": "x"},
+                    "d": {"default": 3},
+                    "b": {"default": True},
+                }
+            }
+        }
+    ]
+    assert repair_tools(tools) == 4
+    props = tools[0]["input_schema"]["properties"]
+    assert (props["c"]["type"], props["d"]["type"], props["b"]["type"]) == (
+        "number",
+        "integer",
+        "boolean",
+    )
 
 
 # --- D1: schema homes ---------------------------------------------------------------------
@@ -661,7 +1048,7 @@ def test_d3_numbers_and_every_sibling_field_survive_exactly() -> None:
         b'"meta":{"trace":"a<>&b \xc3\xa9 \\" \\\\ \xc3\xa9 \xf0\x9f\x98\x80",'
         b'"z":[],"a":{}},"tools":[{"type":"function","function":{"name":"f","strict":true,'
         b'"parameters":{"type":"object","properties":{"limit":{"description":"l",'
-        b'"default":9007199254740993,"minimum":-0.0,"maximum":1.0E10,"enum":[1.000,2e0],"type":"string"}}}}}],'
+        b'"default":9007199254740993,"minimum":-0.0,"maximum":1.0E10,"enum":[1.000,2e0],"type":"integer"}}}}}],'
         b'"tail":[1,2.50,{"k":0.1}]}'
     )
 

@@ -13,9 +13,37 @@ from normalizer_svc.schema import normalize_body
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 UNION_KEYS = ("anyOf", "oneOf", "allOf")
-MARKERS = ("properties", "items", "additionalProperties", "enum", "description", *UNION_KEYS)
 TYPE_NAMES = ("string", "integer", "number", "boolean", "object", "array", "null")
+# Non-standard names (D5) the repair maps, in the spellings real tools use.
+ALIASES = {"dict": "object", "Int": "integer", "LIST": "array", "any": "string", "String": "string"}
+# Positions whose booleans become typed schemas (D6); additionalProperties keeps its boolean.
+MAP_POSITIONS = ("properties", "patternProperties", "$defs", "definitions")
+LIST_POSITIONS = ("prefixItems", *UNION_KEYS)
+RECORD = "x-hedgerow-schema"
+STANDARD = {n: n for n in TYPE_NAMES} | {
+    "str": "string",
+    "text": "string",
+    "any": "string",
+    "float": "number",
+    "double": "number",
+    "decimal": "number",
+    "int": "integer",
+    "long": "integer",
+    "bool": "boolean",
+    "dict": "object",
+    "map": "object",
+    "list": "array",
+    "tuple": "array",
+    "set": "array",
+    "none": "null",
+}
 MISSING = object()
+
+
+def canonical(name: str) -> str:
+    """The oracle of D5: a declared string type after the repair."""
+    return STANDARD.get(name.strip().lower(), name) if name not in TYPE_NAMES else name
+
 
 # --- strategies ------------------------------------------------------------------------------
 
@@ -34,11 +62,33 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
+type_names = st.sampled_from((*TYPE_NAMES, *ALIASES))
 type_values = st.one_of(
-    st.sampled_from(TYPE_NAMES),
-    st.lists(st.one_of(st.sampled_from(TYPE_NAMES), scalars), max_size=3),
+    type_names,
+    st.lists(st.one_of(type_names, scalars), max_size=3),
     scalars,
     st.just({"type": "string"}),
+)
+# Local pointers that often resolve (names above), loops ("#"), escapes, remote and junk refs.
+refs = st.one_of(
+    st.sampled_from(
+        [
+            "#",
+            "#/$defs/a",
+            "#/$defs/b",
+            "#/definitions/a",
+            "#/properties/a",
+            "#/properties/a/items",
+            "#/anyOf/0",
+            "#/$defs/%C3%A9",
+            "#/$defs/~1",
+            "#/$defs/type",
+            "#/$defs/a/$defs/b",
+            "https://example.com/s.json",
+            "#anchor",
+        ]
+    ),
+    scalars,
 )
 
 
@@ -59,6 +109,12 @@ def schema_nodes(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
             "nullable": st.one_of(st.booleans(), st.none()),
             "default": json_values,
             "title": st.text(max_size=3),
+            "patternProperties": st.dictionaries(names, children, max_size=2),
+            "prefixItems": st.lists(children, max_size=2),
+            "$defs": st.dictionaries(names, children, max_size=2),
+            "definitions": st.dictionaries(names, children, max_size=1),
+            "const": json_values,
+            "$ref": refs,
         },
     )
 
@@ -69,8 +125,11 @@ def nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         st.dictionaries(names, children, min_size=1, max_size=2).map(lambda p: {"properties": p}),
         children.map(lambda c: {"items": c}),
         children.map(lambda c: {"additionalProperties": c}),
-        st.sampled_from(UNION_KEYS).flatmap(
+        st.sampled_from(LIST_POSITIONS).flatmap(
             lambda k: st.lists(children, min_size=1, max_size=2).map(lambda m: {k: m})
+        ),
+        st.sampled_from(MAP_POSITIONS[1:]).flatmap(
+            lambda k: st.dictionaries(names, children, min_size=1, max_size=2).map(lambda m: {k: m})
         ),
     )
     return st.builds(lambda node, sub: {**node, **sub}, schema_nodes(scalars), structural)
@@ -143,87 +202,119 @@ def without_homes(doc: Any) -> Any:
     return doc
 
 
-def sub_schemas(node: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(path, child) of each sub-schema position of a schema node, objects only."""
-    found: list[tuple[str, Any]] = []
-    properties = node.get("properties")
-    if isinstance(properties, dict):
-        found += [(f"properties/{k}", v) for k, v in properties.items() if isinstance(v, dict)]
+Path = tuple[str, str | int | None]
+
+
+def sub_schemas(node: dict[str, Any]) -> list[tuple[Path, Any]]:
+    """(path, child) of each sub-schema position of a schema node: objects, and booleans
+    where D6 replaces them (everywhere but additionalProperties)."""
+    found: list[tuple[Path, Any]] = []
+    for key in MAP_POSITIONS:
+        mapping = node.get(key)
+        if isinstance(mapping, dict):
+            found += [((key, k), v) for k, v in mapping.items() if isinstance(v, dict | bool)]
     items = node.get("items")
-    if isinstance(items, dict):
-        found.append(("items", items))
+    if isinstance(items, dict | bool):
+        found.append((("items", None), items))
     elif isinstance(items, list):
-        found += [(f"items/{i}", v) for i, v in enumerate(items) if isinstance(v, dict)]
+        found += [(("items", i), v) for i, v in enumerate(items) if isinstance(v, dict | bool)]
     if isinstance(node.get("additionalProperties"), dict):
-        found.append(("additionalProperties", node["additionalProperties"]))
-    for key in UNION_KEYS:
+        found.append((("additionalProperties", None), node["additionalProperties"]))
+    for key in LIST_POSITIONS:
         members = node.get(key)
         if isinstance(members, list):
-            found += [(f"{key}/{i}", m) for i, m in enumerate(members) if isinstance(m, dict)]
+            found += [((key, i), m) for i, m in enumerate(members) if isinstance(m, dict | bool)]
     return found
 
 
-def locate(node: Any, path: str) -> Any:
-    for step in path.split("/"):
-        node = node[int(step)] if isinstance(node, list) else node[step]
-    return node
+POSITION_KEYS = (*MAP_POSITIONS, "items", "additionalProperties", *LIST_POSITIONS)
+
+
+def locate(node: Any, path: Path) -> Any:
+    key, member = path
+    node = node[key]
+    return node if member is None else node[member]
 
 
 def check_only_repairs(before: Any, after: Any, depth: int, max_depth: int) -> int:
-    """Assert ``after`` is ``before`` with at most D2 repairs; return how many nodes changed.
+    """Assert ``after`` is ``before`` with at most D2/D4-D10 repairs; return how many nodes
+    changed.
 
-    Within the cap, a schema node may only gain or rewrite ``type`` and gain ``nullable``;
-    everything else, including whole sub-trees past the cap, must be exactly equal.
+    Within the cap, a schema node may only gain or rewrite ``type`` (a declared string only
+    to its D5 name), gain ``nullable: true``, and -- the empty schema only -- gain the D6
+    record; a boolean schema becomes ``{"type": "string", record: <the boolean>}``.
+    Everything else, including whole sub-trees past the cap, must be exactly equal.
     """
     if depth > max_depth:
         assert after == before
         return 0
-    own = ("type", "nullable")
+    if isinstance(before, bool):
+        assert after == {"type": "string", RECORD: before}
+        return 1
+    own = ("type", "nullable", RECORD)
     assert [k for k in after if k not in own] == [k for k in before if k not in own]
     assert "nullable" not in before or after["nullable"] == before["nullable"]
+    assert RECORD not in before or after[RECORD] == before[RECORD]
+    if RECORD in after and RECORD not in before:
+        assert before == {} and depth > 1 and after == {"type": "string", RECORD: True}
+    assert isinstance(after["type"], str)
     old_type = before.get("type", MISSING)
     if isinstance(old_type, str):
-        assert after["type"] == old_type
+        assert after["type"] == canonical(old_type)
     if "nullable" in after and "nullable" not in before:
         assert after["nullable"] is True
-        assert isinstance(old_type, list) and "null" in old_type
-        assert any(isinstance(m, str) and m != "null" for m in old_type)
-    children = dict(sub_schemas(before))
-    changes = int(after.get("type", MISSING) != old_type)
+        union_null = any(
+            isinstance(m, dict) and m.get("type") == "null"
+            for key in ("anyOf", "oneOf")
+            for m in (after.get(key) if isinstance(after.get(key), list) else [])
+        )
+        listed_null = isinstance(old_type, list) and any(
+            isinstance(m, str) and canonical(m) == "null" for m in old_type
+        )
+        assert union_null or listed_null
+    changes = int(after != before)  # this node's own keys; children are counted apart
+    if changes:
+        changes = int(any(after.get(k, MISSING) != before.get(k, MISSING) for k in own))
     for key in before:
-        if key in own:
-            continue
-        if key in ("properties", "items", "additionalProperties", *UNION_KEYS):
-            continue  # compared position by position below
+        if key in own or key in POSITION_KEYS:
+            continue  # positions are compared member by member below
         assert after[key] == before[key]
-    for path, child in children.items():
+    for path, child in sub_schemas(before):
         changes += check_only_repairs(child, locate(after, path), depth + 1, max_depth)
-    # Non-schema values at sub-schema keys (bools, scalars, junk members) stay as they were.
-    for key in ("properties", "items", "additionalProperties", *UNION_KEYS):
+    # Non-schema values at sub-schema keys (scalars, junk members) stay as they were.
+    for key in POSITION_KEYS:
         if key in before:
             assert strip_children(after[key], key) == strip_children(before[key], key)
     return changes
 
 
 def strip_children(value: Any, key: str) -> Any:
-    """A sub-schema container with its object children blanked (they are checked apart)."""
-    if key == "properties" and isinstance(value, dict):
-        return {k: "<schema>" if isinstance(v, dict) else v for k, v in value.items()}
-    if isinstance(value, list) and key != "properties":
-        return ["<schema>" if isinstance(v, dict) else v for v in value]
-    if isinstance(value, dict) and key != "properties":
-        return "<schema>"
+    """A sub-schema container with its schema children blanked (they are checked apart)."""
+
+    def blank(child: Any) -> Any:
+        schema = isinstance(child, dict) or (
+            isinstance(child, bool) and key != "additionalProperties"
+        )
+        return "<schema>" if schema else child
+
+    if key in MAP_POSITIONS and isinstance(value, dict):
+        return {k: blank(v) for k, v in value.items()}
+    if isinstance(value, list) and key not in MAP_POSITIONS:
+        return [blank(v) for v in value]
+    if key not in MAP_POSITIONS:
+        return blank(value)
     return value
 
 
 def assert_reachable_nodes_typed(node: dict[str, Any], depth: int, max_depth: int) -> None:
-    """Every schema node within the cap has a string ``type`` after repair."""
+    """Every schema node within the cap, the home included, has a string ``type``."""
     if depth > max_depth:
         return
-    if "type" in node or any(k in node for k in MARKERS):
-        assert isinstance(node["type"], str), node
+    assert isinstance(node["type"], str), node
     for _, child in sub_schemas(node):
-        assert_reachable_nodes_typed(child, depth + 1, max_depth)
+        if depth + 1 <= max_depth:
+            assert isinstance(child, dict), child
+            assert_reachable_nodes_typed(child, depth + 1, max_depth)
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -300,11 +391,13 @@ def test_d3_number_tokens_survive_exactly(tokens: list[str], spaced: bool) -> No
     ).encode()
     result = normalize_body(body)
     assert result.changed
+    # D10: typed from the default's token, read without converting it.
+    typed = "number" if any(c in tokens[0] for c in ".eE") else "integer"
     assert (
         result.body
         == (
             f'{{"n":[{",".join(tokens)}],"tools":[{{"function":{{"parameters":{{"properties":'
-            f'{{"a":{{"enum":[{",".join(tokens)}],"default":{tokens[0]},"type":"string"}}}},'
+            f'{{"a":{{"enum":[{",".join(tokens)}],"default":{tokens[0]},"type":"{typed}"}}}},'
             f'"type":"object"}}}}}}]}}'
         ).encode()
     )

@@ -126,7 +126,7 @@ def test_d2_render_typeless_enum_and_union_properties_crash_and_render_after_rep
     assert render(template, normalize_body(raw).body) == (
         "<bos><start_of_turn>user\n"
         "<declaration:get_weather{type:OBJECT,properties:{"
-        "unit:{type:STRING,enum:c|f},n:{type:INTEGER}}}>\n"
+        "unit:{type:STRING,enum:c|f},n:{type:INTEGER,nullable:true}}}>\n"
         "weather in SF?<end_of_turn>\n"
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import jinja2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from normalizer_svc.schema import normalize_body, repair_tools
 from provider_agent.templates import (
     STRICT_STRING_FILTERS,
     FixtureGroup,
@@ -248,6 +251,23 @@ def test_e3_tool_fixture_is_in_post_repair_shape():
     assert any(node["type"] == "array" and "items" in node for node in nodes)
     assert any(node is not parameters and node["type"] == "object" for node in nodes)
     assert any(node.get("nullable") is True and node["type"] == "string" for node in nodes)
+    # The real-world shapes issue 6 repairs, as repaired: an integer enum, and an
+    # Optional[Model] -- anyOf over a local $ref and null -- with its $defs.
+    assert any(node["type"] == "integer" and node.get("enum") == [1, 2, 3] for node in nodes)
+    window = parameters["properties"]["window"]
+    assert window["anyOf"][0]["$ref"] == "#/$defs/TimeWindow"
+    assert (window["type"], window["nullable"]) == ("object", True)
+    assert parameters["$defs"]["TimeWindow"]["type"] == "object"
+
+
+def test_e3_tool_fixture_is_a_fixed_point_of_the_repair_and_valid_json_schema():
+    # What providers receive is what the repair produces: repairing it again changes nothing.
+    tools = [canonical_tool()]
+    assert repair_tools(tools) == 0
+    assert tools == [canonical_tool()]
+    body = json.dumps({"model": "m", "tools": [canonical_tool()]}).encode()
+    assert normalize_body(body).body is body
+    Draft202012Validator.check_schema(canonical_tool()["function"]["parameters"])
 
 
 def test_e3_fixture_groups_and_names():
@@ -336,6 +356,57 @@ def test_e3_incident_class_that_only_a_strict_engine_crashes_on_passes_lenient()
         fixture_template("incident_tool_args.jinja"), is_vision=False, strictness=Strictness.LENIENT
     )
     assert report.cap_tools is True
+
+
+def test_e3_schema_walking_gemma_template_passes_every_group_strict():
+    # Walks every schema position of the canonical tool and upper-cases every type.
+    report = self_check(fixture_template("gemma_schema_walk.jinja"), is_vision=False)
+    assert all(g.ok for g in report.groups), report.groups
+    assert report.template_render_ok and report.cap_system and report.cap_tools
+
+
+def test_e3_template_a_strict_engine_crashes_on_is_flagged_strict_and_passes_lenient():
+    # Options of the canonical tool's integer enum reach `option | trim`: Jinja2 renders
+    # "1", swift-jinja and llama.cpp throw. Only the strict check sees it.
+    source = fixture_template("enum_option_trim.jinja")
+    strict = self_check(source, is_vision=False)
+    assert (strict.template_render_ok, strict.cap_system, strict.cap_tools) == (True, True, False)
+    tools = strict.result(FixtureGroup.TOOLS)
+    assert tools is not None
+    assert (tools.fixture, tools.filter_name, tools.refused, tools.error) == (
+        "tool_declaration",
+        "trim",
+        "int",
+        "trim filter requires string",
+    )
+    lenient = self_check(source, is_vision=False, strictness=Strictness.LENIENT)
+    assert all(g.ok for g in lenient.groups)
+    out = render_source(source, Strictness.LENIENT, tools=[canonical_tool()])
+    assert "enum:[<escape>1<escape>,<escape>2<escape>,<escape>3<escape>]" in out
+
+
+@pytest.mark.parametrize(
+    ("expression", "context", "refused"),
+    [
+        (
+            "tools[0].function.parameters.properties.x.type | upper",
+            {"type": ["string", "null"]},
+            "list",
+        ),
+        ("tools[0].function.parameters.properties.x.type | upper", {}, "Undefined"),
+        ("tools[0].function.parameters.properties.x.enum[0] | lower", {"enum": [7]}, "int"),
+    ],
+)
+def test_e3_strict_filter_failure_names_the_filter_and_what_it_refused(
+    expression, context, refused
+):
+    tool = {"function": {"name": "f", "parameters": {"properties": {"x": context}}}}
+    source = f"{{{{ {expression} }}}}"
+    with pytest.raises(TemplateRenderError) as caught:
+        render_source(source, tools=[tool])
+    assert caught.value.refused == refused
+    assert caught.value.filter_name == expression.rsplit("| ", 1)[1]
+    render_source(source, Strictness.LENIENT, tools=[tool])  # Jinja2 stringifies instead
 
 
 @pytest.mark.parametrize("strictness", list(Strictness))
