@@ -15,5 +15,7 @@ if __name__ == "__main__":
         port=config.port,
         log_config=None,
         log_level=config.log_level,
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=5,
     )

@@ -1,12 +1,11 @@
 """`python -m normalizer_svc`: run the tool-schema normalizer gRPC service."""
 
-import asyncio
-
 from normalizer_svc.config import NormalizerConfig
 from normalizer_svc.server import main
 from svckit.logs import configure_logging
+from svckit.loop import run
 
 if __name__ == "__main__":
     config = NormalizerConfig.from_env()
     configure_logging("normalizer", config.log_level)
-    asyncio.run(main(config))
+    run(main(config))

@@ -131,6 +131,7 @@ class LinkClient:
                     self._config.dispatcher_url,
                     max_size=MAX_FRAME_BYTES,
                     ping_interval=None,
+                    compression=None,  # sealed payloads do not compress
                     open_timeout=10,
                 ) as ws:
                     self._ws = ws

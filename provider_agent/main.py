@@ -19,6 +19,7 @@ from provider_agent.scan import format_check_report, scan_models
 from provider_agent.templates import Strictness
 from svckit.env import ConfigError
 from svckit.logs import configure_logging
+from svckit.loop import run as svckit_run
 
 log = logging.getLogger("provider_agent")
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     configure_logging("provider_agent", config.log_level)
     try:
-        asyncio.run(run_agent(config))
+        svckit_run(run_agent(config))
     except ConfigError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 2

@@ -1,10 +1,10 @@
 """`python -m registry_svc`: run the registry; `python -m registry_svc explain ...`: ask it why."""
 
-import asyncio
 import sys
 
 from registry_svc.config import RegistryConfig
 from svckit.logs import configure_logging
+from svckit.loop import run
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["explain"]:
@@ -15,4 +15,4 @@ if __name__ == "__main__":
 
     config = RegistryConfig.from_env()
     configure_logging("registry", config.log_level)
-    asyncio.run(main(config))
+    run(main(config))
