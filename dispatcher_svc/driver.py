@@ -265,10 +265,21 @@ class DispatchRun:
             m.Reserved(action.attempt, reservation.provider_id, reservation.provider_version)
         )
 
+    def _log(self, message: str, attempt_id: int, live: _Live, **fields: object) -> None:
+        """One structured line per attempt transition: which provider got what, by request."""
+        extra = {
+            "request_id": self.request.request_id,
+            "attempt": attempt_id,
+            "provider": live.provider,
+            **fields,
+        }
+        log.info(message, extra=extra)
+
     def _send(self, attempt_id: int) -> None:
         live = self._attempts[attempt_id]
         live.sent_at = self.clock()
         self.metrics.dispatches.labels("sent").inc()
+        self._log("attempt sent", attempt_id, live, version=live.version, backup=live.backup)
         live.reader = self._spawn(self._attempt_task(attempt_id, live))
 
     async def _attempt_task(self, attempt_id: int, live: _Live) -> None:
@@ -276,11 +287,18 @@ class DispatchRun:
         if session is None:
             self.inbox.put_nowait(m.Disconnected(attempt_id))
             return
-        link = await session.start_attempt(
-            f"{self.request.request_id}.{attempt_id}",
-            self.request.body,
-            completions=self.request.kind == dispatcher_pb2.REQUEST_KIND_COMPLETIONS,
-        )
+        link_id = f"{self.request.request_id}.{attempt_id}"
+        try:
+            link = await session.start_attempt(
+                link_id,
+                self.request.body,
+                completions=self.request.kind == dispatcher_pb2.REQUEST_KIND_COMPLETIONS,
+            )
+        except asyncio.CancelledError:
+            # Cancelled while the request frame was being written: the provider may have it,
+            # so it must hear Cancel too (the session knows the attempt from before the write).
+            await asyncio.shield(session.cancel(link_id))
+            raise
         live.link = link
         put = self.inbox.put_nowait
         while True:
@@ -311,6 +329,7 @@ class DispatchRun:
         live = self._attempts.get(attempt_id)
         if live is None:
             return
+        self._log("attempt cancelled", attempt_id, live)
         if live.reader is not None:
             live.reader.cancel()
         if live.link is not None:
@@ -321,6 +340,7 @@ class DispatchRun:
         if live is None or not live.reservation_id:
             return
         self.metrics.dispatches.labels(_outcome(action.status_code)).inc()
+        self._log("attempt released", action.attempt, live, status=action.status_code)
         self._spawn(self._release_task(live.reservation_id, action.status_code))
 
     async def _release_task(self, reservation_id: str, status: int) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from gateway.ratelimit import Limit, RateLimiter, parse_limits
 from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -64,6 +66,35 @@ class Timing:
         elapsed = int((now - self.started) * 1e6)
         self.started = now
         return elapsed
+
+
+class ClientGone(Exception):
+    """The client disconnected before anything was written."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_client_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, but give up (ClientGone) as soon as the client hangs up: uvicorn does not
+    cancel a handler whose client left, and the dispatch would hold its slots (B12). The
+    caller cancels the dispatch call."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, gone):
+            if not pending.done():
+                pending.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise ClientGone()
 
 
 def _is_anthropic(path: str) -> bool:
@@ -157,6 +188,9 @@ class Gateway:
         except ApiError as err:
             status = err.status
             return error_response(err, anthropic=dialect.anthropic_errors, request_id=request_id)
+        except ClientGone:
+            status = 499  # nginx's "client closed request"; nothing reaches the client
+            return Response(status_code=status)
         finally:
             self.metrics.requests.labels(dialect.name, str(status)).inc()
 
@@ -194,7 +228,7 @@ class Gateway:
             )
         )
         try:
-            committed = await self._await_commit(call)
+            committed = await _unless_client_gone(request, self._await_commit(call))
         except BaseException:
             call.cancel()
             raise
@@ -222,7 +256,7 @@ class Gateway:
                 headers={**headers, **SSE_HEADERS},
             )
         try:
-            body = await self._assemble(call, dialect, req)
+            body = await _unless_client_gone(request, self._assemble(call, dialect, req))
         finally:
             call.cancel()
         return JSONResponse(body, headers=headers)
