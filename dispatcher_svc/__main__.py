@@ -4,8 +4,10 @@ from dispatcher_svc.config import DispatcherConfig
 from dispatcher_svc.server import main
 from svckit.logs import configure_logging
 from svckit.loop import run
+from svckit.parent import exit_with_parent
 
 if __name__ == "__main__":
     config = DispatcherConfig.from_env()
     configure_logging("dispatcher", config.log_level)
+    exit_with_parent()
     run(main(config))

@@ -452,16 +452,51 @@ def step(state: DispatchState, event: Event, now: float) -> Step:
 
 
 def step_all(state: DispatchState, events: Iterable[Event], now: float) -> Step:
-    """Apply several events that were ready at once; adjacent Relays are coalesced."""
+    """Apply several events that were ready at once; adjacent Relays are coalesced.
+
+    Equal to folding `step` over `events`, with one fast path for the hot case: a run of
+    post-commit chunks from the streaming attempt is relayed as one batch with a single
+    state update (each would otherwise copy the state just to touch `last_chunk_at`)."""
     out: list[Action] = []
+    relay: list[bytes] = []
+    touched = True
     for event in events:
+        streaming = state.streaming
+        if (
+            streaming is not None
+            and state.terminal is None
+            and isinstance(event, Chunk)
+            and event.attempt == streaming.attempt
+        ):
+            relay.append(event.payload)
+            touched = False
+            continue
+        if not touched:
+            state, touched = _touch(state, now), True
         state, actions = step(state, event, now)
         for action in actions:
-            if isinstance(action, Relay) and out and isinstance(out[-1], Relay):
-                out[-1] = Relay(out[-1].chunks + action.chunks)
+            if isinstance(action, Relay):
+                relay.extend(action.chunks)
             else:
+                relay = _flush(out, relay)
                 out.append(action)
+    if not touched:
+        state = _touch(state, now)
+    _flush(out, relay)
     return state, out
+
+
+def _touch(state: DispatchState, now: float) -> DispatchState:
+    """What a relayed post-commit chunk does to the state (B9's idle clock restarts)."""
+    assert state.streaming is not None
+    return replace(state, streaming=replace(state.streaming, last_chunk_at=now))
+
+
+def _flush(out: list[Action], relay: list[bytes]) -> list[bytes]:
+    """Append pending relayed chunks as one Relay; return a fresh buffer."""
+    if relay:
+        out.append(Relay(tuple(relay)))
+    return []
 
 
 # ---- selection ------------------------------------------------------------------------

@@ -5,10 +5,12 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from svckit.logs import configure_logging
+from svckit.parent import exit_with_parent
 
 if __name__ == "__main__":
     config = GatewayConfig.from_env()
     configure_logging("gateway", config.log_level)
+    exit_with_parent()
     uvicorn.run(
         create_app(config),
         host=config.host,

@@ -4,8 +4,10 @@ from normalizer_svc.config import NormalizerConfig
 from normalizer_svc.server import main
 from svckit.logs import configure_logging
 from svckit.loop import run
+from svckit.parent import exit_with_parent
 
 if __name__ == "__main__":
     config = NormalizerConfig.from_env()
     configure_logging("normalizer", config.log_level)
+    exit_with_parent()
     run(main(config))

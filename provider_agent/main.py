@@ -20,6 +20,7 @@ from provider_agent.templates import Strictness
 from svckit.env import ConfigError
 from svckit.logs import configure_logging
 from svckit.loop import run as svckit_run
+from svckit.parent import exit_with_parent
 
 log = logging.getLogger("provider_agent")
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     configure_logging("provider_agent", config.log_level)
+    exit_with_parent()
     try:
         svckit_run(run_agent(config))
     except ConfigError as exc:

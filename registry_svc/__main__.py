@@ -5,6 +5,7 @@ import sys
 from registry_svc.config import RegistryConfig
 from svckit.logs import configure_logging
 from svckit.loop import run
+from svckit.parent import exit_with_parent
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["explain"]:
@@ -15,4 +16,5 @@ if __name__ == "__main__":
 
     config = RegistryConfig.from_env()
     configure_logging("registry", config.log_level)
+    exit_with_parent()
     run(main(config))

@@ -8,7 +8,6 @@ through `HEDGEROW_*` env exactly as in production. Logs go to one file per proce
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -25,23 +24,17 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import registry_pb2, registry_pb2_grpc
+from svckit.parent import ENV as PARENT_ENV
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 API_KEY = "hedgerow-dev-key"
 ENROLLMENT_TOKEN = "hedgerow-dev-enrollment"
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGTERM if the launcher dies, so no orphans are left."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -136,6 +129,7 @@ class Stack:
         base.update(
             {
                 "PYTHONUNBUFFERED": "1",
+                PARENT_ENV: str(os.getpid()),
                 "HEDGEROW_GATEWAY_PORT": str(p.gateway),
                 "HEDGEROW_NORMALIZER_PORT": str(p.normalizer),
                 "HEDGEROW_NORMALIZER_METRICS_PORT": str(p.normalizer_metrics),
@@ -169,7 +163,6 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
             )
         proc = Process(name, popen, log_path, module, dict(env), args)
         self.processes[name] = proc

@@ -81,3 +81,32 @@ def test_stack_prints_usage_serves_and_stops_without_orphans(sig: signal.Signals
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_services_exit_when_the_launcher_is_killed() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEROW_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stack", "--free-ports"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line:
+                break
+        kids = children(proc.pid)
+        assert len(kids) == 6
+        proc.kill()  # no chance to clean up: the services must notice on their own
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in kids if alive(k)], "orphaned service processes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1026,3 +1026,51 @@ def test_b12_any_event_order_releases_every_slot_exactly_once(
     primaries = [r for r in run.reserves() if not r.backup]
     assert len(primaries) <= cfg.max_dispatch_attempts
     run.close()
+
+
+def _fold(
+    state: DispatchState, events: list[Event], now: float
+) -> tuple[DispatchState, list[Action]]:
+    """step_all's contract, the slow way: fold `step`, then coalesce adjacent Relays."""
+    out: list[Action] = []
+    for event in events:
+        state, actions = step(state, event, now)
+        for action in actions:
+            if isinstance(action, Relay) and out and isinstance(out[-1], Relay):
+                out[-1] = Relay(out[-1].chunks + action.chunks)
+            else:
+                out.append(action)
+    return state, out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=st.lists(
+        st.sampled_from(["chunk", "preamble", "other_chunk", "complete", "error", "timer"]),
+        max_size=12,
+    ),
+    commit_first=st.booleans(),
+)
+def test_b1_step_all_fast_path_equals_folding_step(kinds: list[str], commit_first: bool) -> None:
+    state, _ = start(DispatchSettings(), 10)
+    state, _ = step(state, Reserved(1, "p1", "1.0"), 0.0)
+    if commit_first:
+        state, _ = step(state, Chunk(1, b'{"c":1}', False), 0.1)
+    events: list[Event] = []
+    for i, kind in enumerate(kinds):
+        if kind == "chunk":
+            events.append(Chunk(1, f"c{i}".encode(), False))
+        elif kind == "preamble":
+            events.append(Chunk(1, f"p{i}".encode(), True))
+        elif kind == "other_chunk":
+            events.append(Chunk(2, f"o{i}".encode(), False))
+        elif kind == "complete":
+            events.append(Completed(1))
+        elif kind == "error":
+            events.append(ProviderError(1, 500, "boom"))
+        else:
+            events.append(Timer(TimerKind.IDLE, 1, 700.0))
+    fast_state, fast_actions = step_all(state, events, 5.0)
+    slow_state, slow_actions = _fold(state, events, 5.0)
+    assert fast_actions == slow_actions
+    assert fast_state == slow_state
