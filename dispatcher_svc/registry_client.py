@@ -115,6 +115,7 @@ class GrpcRegistry:
         max_tokens: int,
         may_queue: bool,
         timeout_s: float,
+        reservation_id: str = "",
     ) -> Reservation:
         """Select a provider and take a slot; may wait in the queue up to `timeout_s`."""
         request = registry_pb2.ReserveRequest(
@@ -126,6 +127,7 @@ class GrpcRegistry:
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             may_queue=may_queue,
+            reservation_id=reservation_id,
         )
         try:
             reply = await self._stub.Reserve(request, timeout=timeout_s + self._timeout)

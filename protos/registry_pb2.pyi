@@ -116,7 +116,7 @@ class AdmitReply(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("model", "traits", "exclude", "avoid_version", "allowlist", "prompt_tokens", "max_tokens", "may_queue")
+    __slots__ = ("model", "traits", "exclude", "avoid_version", "allowlist", "prompt_tokens", "max_tokens", "may_queue", "reservation_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRAITS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class ReserveRequest(_message.Message):
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAY_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     traits: _hedgerow_common_pb2.Traits
     exclude: _containers.RepeatedScalarFieldContainer[str]
@@ -133,7 +134,8 @@ class ReserveRequest(_message.Message):
     prompt_tokens: int
     max_tokens: int
     may_queue: bool
-    def __init__(self, model: _Optional[str] = ..., traits: _Optional[_Union[_hedgerow_common_pb2.Traits, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ..., avoid_version: _Optional[str] = ..., allowlist: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., may_queue: _Optional[bool] = ...) -> None: ...
+    reservation_id: str
+    def __init__(self, model: _Optional[str] = ..., traits: _Optional[_Union[_hedgerow_common_pb2.Traits, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ..., avoid_version: _Optional[str] = ..., allowlist: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., may_queue: _Optional[bool] = ..., reservation_id: _Optional[str] = ...) -> None: ...
 
 class ReserveReply(_message.Message):
     __slots__ = ("reservation_id", "provider_id", "provider_version", "queued_s")

@@ -140,6 +140,7 @@ class _Ask:
     avoid_version: str | None
     prompt_tokens: int
     max_tokens: int
+    reservation_id: str | None = None  # chosen by the caller, so it can release after a cancel
 
 
 _QUEUEABLE = (Availability.AT_CAPACITY, Availability.RECONNECTING)
@@ -167,6 +168,7 @@ class Registry:
         self._queue: WaitQueue[_Ask, Reservation] = WaitQueue(max_depth=settings.queue_max_depth)
         self._registrations = itertools.count(1)
         self._admissions: Counter[str] = Counter()
+        self._released_early: dict[str, float] = {}  # reservation id -> when released
 
     # ------------------------------------------------------------------ provider table
 
@@ -264,6 +266,11 @@ class Registry:
         for model_id in self._queue.models():
             self._drain(model_id)
         self._breaker.sweep(now)
+        horizon = now - self.settings.released_early_ttl_s
+        for rid, at in list(self._released_early.items()):
+            if at >= horizon:
+                break  # insertion order is time order
+            del self._released_early[rid]
 
     # ------------------------------------------------------------------ queries
 
@@ -371,6 +378,7 @@ class Registry:
         max_tokens: int | None = None,
         may_queue: bool = True,
         timeout_s: float | None = None,
+        reservation_id: str | None = None,
     ) -> Reservation:
         """Select a provider (C5) and take a slot, waiting in the model's queue if allowed.
 
@@ -380,10 +388,15 @@ class Registry:
         never queue). Raises UnknownModel, NoCapableProvider, NoEligibleProvider,
         ModelTooLarge, ProvidersBusy (full and may not queue), QueueFull or QueueTimeout.
         Cancel-safe: a cancelled or timed-out wait leaves no waiter and no slot behind.
+        ``reservation_id`` (optional, unique per call) names the reservation: a caller that
+        cancels its call may not see the reply, so it releases by that id instead; an id
+        released before it was granted is never granted (B12).
         """
         ask = self._ask(
             model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
         )
+        if reservation_id:
+            ask = replace(ask, reservation_id=reservation_id)
         now = self._clock()
         granted = self._try_reserve(ask, now, enqueued_at=now)
         if granted is not None:
@@ -462,6 +475,11 @@ class Registry:
         """
         record = self._store.pop_reservation(reservation_id)
         if record is None:
+            if reservation_id:
+                # Maybe released before its grant (a cancelled Reserve): remember it briefly.
+                self._released_early[reservation_id] = self._clock()
+                if len(self._released_early) > self.settings.released_early_max:
+                    del self._released_early[next(iter(self._released_early))]
             return ReleaseResult(released=False)
         self._store.release_slot(record.provider_id, record.model_id)
         entered = False
@@ -548,6 +566,8 @@ class Registry:
 
     def _try_reserve(self, ask: _Ask, now: float, *, enqueued_at: float) -> Reservation | None:
         """Pick among providers eligible now and take a slot; None if nobody is."""
+        if ask.reservation_id is not None and ask.reservation_id in self._released_early:
+            return None  # its caller gave up and released it already: never grant it
         model_id, shape = ask.model_id, ask.traits.shape
         provider = pick(
             self._candidates(ask, now),
@@ -560,9 +580,10 @@ class Registry:
         limit = provider.models[model_id].max_concurrency
         if not self._store.try_acquire(provider.id, model_id, limit):
             return None
+        chosen = ask.reservation_id
         while True:
             record = ReservationRecord(
-                id=f"{self._rng.getrandbits(96):024x}",
+                id=chosen or f"{self._rng.getrandbits(96):024x}",
                 provider_id=provider.id,
                 model_id=model_id,
                 shape=shape,
@@ -572,6 +593,7 @@ class Registry:
             )
             if self._store.add_reservation(record):
                 break
+            chosen = None  # a caller reused an id: fall back to a fresh one
         return Reservation(
             id=record.id,
             provider_id=provider.id,

@@ -172,6 +172,8 @@ class RegistrySettings:
     retry_after_per_waiter_s: int = 3
     retry_after_min_s: int = 2
     retry_after_max_s: int = 30
+    released_early_ttl_s: float = 300.0  # how long a release-before-grant is remembered
+    released_early_max: int = 100_000
 
     def __post_init__(self) -> None:
         positive = {

@@ -138,6 +138,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 max_tokens=request.max_tokens or None,
                 may_queue=request.may_queue,
                 timeout_s=None if remaining is None else max(0.0, remaining - 0.05),
+                reservation_id=request.reservation_id or None,
             )
         except RegistryError as err:
             await abort_with(context, err)
