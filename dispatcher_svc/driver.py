@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ RETRY_RESERVE_TIMEOUT_S = 5.0
 
 
 class DispatchMetrics:
+    # How one released attempt ended (issue 7); `sent` counts every dispatch on the way out.
+    OUTCOMES = ("success", "retry_precontent", "timeout", "failure", "cancelled")
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.dispatches = Counter(
             "dispatcher_dispatches",
@@ -44,6 +48,8 @@ class DispatchMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in self.OUTCOMES:
+            self.dispatches.labels(outcome)  # exported at 0 before the first dispatch
         self.requests = Counter(
             "dispatcher_requests", "Requests by final outcome", ["outcome"], registry=registry
         )
@@ -60,6 +66,26 @@ class DispatchMetrics:
             "dispatcher_cooldowns_entered", "Breaker cooldowns entered", registry=registry
         )
 
+    @staticmethod
+    def outcome(status: int, *, committed: bool, goes_on: bool) -> str:
+        """The `dispatches` label of one released attempt.
+
+        `committed`: the attempt had committed (its failure is told in-band, never retried).
+        `goes_on`: the request carries on without it (a retry or a racer takes over).
+        A stall is `timeout` in any phase; a pre-commit failure that is retried or failed
+        over is `retry_precontent`; every other error (the last one, a non-retryable 4xx,
+        any post-commit error) is `failure`.
+        """
+        if status == m.SUCCESS:
+            return "success"
+        if status == m.CANCELLED:
+            return "cancelled"
+        if status == 504:
+            return "timeout"
+        if not committed and goes_on and status not in m.NON_RETRYABLE:
+            return "retry_precontent"
+        return "failure"
+
 
 def settings_from(config: DispatcherConfig) -> m.DispatchSettings:
     return m.DispatchSettings(
@@ -71,14 +97,6 @@ def settings_from(config: DispatcherConfig) -> m.DispatchSettings:
         inference_timeout_s=config.inference_timeout_s,
         max_held_preamble=config.max_held_preamble,
     )
-
-
-def _outcome(status: int) -> str:
-    if status == m.SUCCESS:
-        return "success"
-    if status == m.CANCELLED:
-        return "cancelled"
-    return "timeout" if status == 504 else "failure"
 
 
 @dataclass
@@ -167,7 +185,9 @@ class DispatchRun:
             elif isinstance(action, m.Cancel):
                 self._cancel(action.attempt)
             elif isinstance(action, m.Release):
-                self._release(action)
+                # The machine already decided whether the request carries on without this
+                # attempt: it does unless these same actions fail the request.
+                self._release(action, goes_on=not any(isinstance(a, m.Fail) for a in actions))
             elif isinstance(action, m.SetTimer):
                 delay = max(0.0, action.timer.at - self.clock())
                 self._timers[action.timer] = asyncio.get_running_loop().call_later(
@@ -231,6 +251,9 @@ class DispatchRun:
 
     async def _reserve_task(self, action: m.Reserve, live: _Live) -> None:
         r = self.request
+        # Our own id for the reservation: if this call is cancelled (AbortReserve, client gone)
+        # its reply may be lost with the slot in it, so we release by this id (B12).
+        token = f"{r.request_id}.{action.attempt}.{uuid.uuid4().hex[:12]}"
         try:
             reservation = await self.registry.reserve(
                 model=r.model,
@@ -242,6 +265,7 @@ class DispatchRun:
                 max_tokens=r.max_tokens,
                 may_queue=action.may_queue,
                 timeout_s=self.queue_wait_s if action.may_queue else RETRY_RESERVE_TIMEOUT_S,
+                reservation_id=token,
             )
         except NoReservation as exc:
             self.inbox.put_nowait(
@@ -256,6 +280,7 @@ class DispatchRun:
         except asyncio.CancelledError:
             # AbortReserve: the machine still needs its one answer for this attempt.
             self.inbox.put_nowait(m.NoProvider(action.attempt, message="reserve aborted"))
+            self._spawn(self._release_task(token, m.CANCELLED))
             raise
         live.reservation_id = reservation.reservation_id
         live.provider = reservation.provider_id
@@ -335,11 +360,14 @@ class DispatchRun:
         if live.link is not None:
             self._spawn(live.link.cancel())
 
-    def _release(self, action: m.Release) -> None:
+    def _release(self, action: m.Release, *, goes_on: bool) -> None:
         live = self._attempts.get(action.attempt)
         if live is None or not live.reservation_id:
             return
-        self.metrics.dispatches.labels(_outcome(action.status_code)).inc()
+        outcome = DispatchMetrics.outcome(
+            action.status_code, committed=action.attempt == self._committed, goes_on=goes_on
+        )
+        self.metrics.dispatches.labels(outcome).inc()
         self._log("attempt released", action.attempt, live, status=action.status_code)
         self._spawn(self._release_task(live.reservation_id, action.status_code))
 

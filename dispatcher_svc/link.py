@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,6 +149,8 @@ class ProviderSession:
         self._attempts: dict[str, Attempt] = {}
         self._on_violation = on_violation
         self._pending_challenge: tuple[bytes, asyncio.Future[bytes]] | None = None
+        # Set once the session is found untrusted: the task reporting it and closing 1008.
+        self.closing: asyncio.Task[None] | None = None
 
     async def send(self, frame: link_pb2.Frame) -> None:
         if self.closed:
@@ -240,6 +242,8 @@ class LinkServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def get(self, provider_id: str) -> ProviderSession | None:
         session = self.sessions.get(provider_id)
@@ -254,11 +258,17 @@ class LinkServer:
             if session is None:
                 return
             await self._serve(session)
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, LinkClosedError):
+            pass  # the provider went away (LinkClosedError: while we were sending to it)
         finally:
             if session is not None:
-                await self._drop(session)
+                try:
+                    if session.closing is not None:
+                        # An untrusted session must be told 1008 before the server's own
+                        # close of a finished handler (1000) could go out first.
+                        await session.closing
+                finally:
+                    await self._drop(session)
 
     async def _recv_frame(self, ws: ServerConnection, wait_s: float) -> link_pb2.Frame | None:
         """Next frame, or None after closing the socket on a malformed one."""
@@ -323,21 +333,28 @@ class LinkServer:
             await ws.close(CLOSE_POLICY, "challenge failed")
             return None
         session.trusted = True
+        # The new session takes the id first, so the old one's end removes nothing from the
+        # registry; the old socket is closed in the background, since a dead peer (the usual
+        # reason to re-register) would hold its close handshake for the full close timeout.
         previous = self.sessions.get(session.provider_id)
+        self.sessions[session.provider_id] = session
         if previous is not None:
             previous.mark_closed()
-            with contextlib.suppress(ConnectionClosed):
-                await previous.ws.close(CLOSE_POLICY, "replaced by a new session")
-        self.sessions[session.provider_id] = session
-        await self._registry.upsert(session)
-        await session.send(
-            link_pb2.Frame(
-                registered=link_pb2.Registered(
-                    provider_id=session.provider_id,
-                    heartbeat_interval_s=self._config.heartbeat_interval_s,
+            self._background(self._close_replaced(previous))
+        try:
+            await self._registry.upsert(session)
+            await session.send(
+                link_pb2.Frame(
+                    registered=link_pb2.Registered(
+                        provider_id=session.provider_id,
+                        heartbeat_interval_s=self._config.heartbeat_interval_s,
+                    )
                 )
             )
-        )
+        except LinkClosedError:
+            # Gone before it heard Registered: undo the registration at once.
+            await self._drop(session)
+            return None
         log.info(
             "provider registered",
             extra={
@@ -428,14 +445,23 @@ class LinkServer:
             attempt._push(LinkError(502, f"provider protocol violation: {reason}"))
         session._attempts.clear()
         session.closed = True
-        task = asyncio.get_running_loop().create_task(self._close_untrusted(session))
+        session.closing = self._background(self._close_untrusted(session))
+
+    def _background(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _close_untrusted(self, session: ProviderSession) -> None:
         await self._registry.report_load(session.provider_id, [], False)
         with contextlib.suppress(ConnectionClosed):
             await session.ws.close(CLOSE_POLICY, "untrusted")
+
+    @staticmethod
+    async def _close_replaced(previous: ProviderSession) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await previous.ws.close(CLOSE_POLICY, "replaced by a new session")
 
     async def _drop(self, session: ProviderSession) -> None:
         session.mark_closed()

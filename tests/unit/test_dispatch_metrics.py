@@ -1,0 +1,193 @@
+"""The `dispatcher_dispatches_total` outcome labels of issue 7: the pure mapping, and the
+driver labelling real machine runs (fake registry and fake link sessions, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, cast
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dispatcher_svc import machine as m
+from dispatcher_svc.driver import DispatchMetrics, DispatchRun
+from dispatcher_svc.link import (
+    LinkChunk,
+    LinkComplete,
+    LinkDisconnected,
+    LinkError,
+    LinkEvent,
+    LinkServer,
+)
+from dispatcher_svc.registry_client import GrpcRegistry, Reservation
+from protos import dispatcher_pb2
+from protos import hedgerow_common_pb2 as common_pb2
+
+
+@pytest.mark.parametrize(
+    ("status", "committed", "goes_on", "label"),
+    [
+        (m.SUCCESS, True, False, "success"),
+        (m.CANCELLED, False, True, "cancelled"),
+        (m.CANCELLED, True, False, "cancelled"),
+        (504, False, True, "timeout"),  # a pre-content stall, failed over
+        (504, False, False, "timeout"),
+        (504, True, False, "timeout"),  # post-commit idle timeout
+        (500, False, True, "retry_precontent"),
+        (502, False, True, "retry_precontent"),  # disconnect before content
+        (429, False, True, "retry_precontent"),
+        (500, False, False, "failure"),  # the last attempt: nobody takes over
+        (500, True, False, "failure"),  # after commit: told in-band, never retried
+        (502, True, True, "failure"),
+        (400, False, True, "failure"),  # B11: the request is the problem, not retried
+        (413, False, True, "failure"),
+        (415, False, True, "failure"),
+        (422, False, True, "failure"),
+    ],
+)
+def test_outcome_mapping(status: int, committed: bool, goes_on: bool, label: str) -> None:
+    assert DispatchMetrics.outcome(status, committed=committed, goes_on=goes_on) == label
+    assert label in DispatchMetrics.OUTCOMES
+
+
+def test_every_outcome_is_exported_before_the_first_dispatch() -> None:
+    registry = CollectorRegistry()
+    DispatchMetrics(registry)
+    for label in DispatchMetrics.OUTCOMES:
+        assert registry.get_sample_value("dispatcher_dispatches_total", {"outcome": label}) == 0
+
+
+# --- the driver labels what the machine decided ----------------------------------------
+
+CONTENT = json.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}).encode()
+DONE = LinkComplete(common_pb2.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2))
+STALL = "stall"  # the attempt sends nothing at all
+
+
+class FakeAttempt:
+    def __init__(self, attempt_id: str, script: Sequence[LinkEvent | str]) -> None:
+        self.attempt_id = attempt_id
+        self._queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
+        for event in script:
+            if event == STALL:
+                break
+            assert not isinstance(event, str)
+            self._queue.put_nowait(event)
+
+    async def next_event(self) -> LinkEvent:
+        return await self._queue.get()
+
+    async def cancel(self) -> None:
+        return None
+
+
+class FakeSession:
+    def __init__(self, script: Sequence[LinkEvent | str]) -> None:
+        self.script = script
+
+    async def start_attempt(self, attempt_id: str, body: bytes, *, completions: bool) -> Any:
+        return FakeAttempt(attempt_id, self.script)
+
+    async def cancel(self, attempt_id: str) -> None:
+        return None
+
+    def finish(self, attempt_id: str) -> None:
+        return None
+
+
+class FakeLinks:
+    def __init__(self, scripts: dict[str, Sequence[LinkEvent | str]]) -> None:
+        self.sessions = {pid: FakeSession(script) for pid, script in scripts.items()}
+
+    def get(self, provider_id: str) -> FakeSession | None:
+        return self.sessions.get(provider_id)
+
+
+class FakeRegistry:
+    """Hands out the providers in order; records every release."""
+
+    def __init__(self, providers: Sequence[str]) -> None:
+        self.queue = list(providers)
+        self.released: list[tuple[str, int]] = []
+
+    async def reserve(self, **_: Any) -> Reservation:
+        provider = self.queue.pop(0)
+        return Reservation(f"r-{provider}", provider, "1.0", 0.0)
+
+    async def release(self, reservation_id: str, status_code: int) -> bool:
+        self.released.append((reservation_id, status_code))
+        return False
+
+
+async def dispatch(
+    scripts: dict[str, Sequence[LinkEvent | str]],
+    *,
+    stop_after_commit: bool = False,
+    **settings: Any,
+) -> dict[str, float]:
+    """Run one request over the scripted providers (reserved in dict order); returns the
+    non-zero `dispatches` counts by outcome."""
+    prom = CollectorRegistry()
+    registry = FakeRegistry(list(scripts))
+    values: dict[str, Any] = dict(ttft_base_s=5.0, speculative_ratio=1.0) | settings
+    run = DispatchRun(
+        dispatcher_pb2.DispatchRequest(request_id="req", model="m", body=b"{}"),
+        m.DispatchSettings(**values),
+        cast(LinkServer, FakeLinks(scripts)),
+        cast(GrpcRegistry, registry),
+        DispatchMetrics(prom),
+        queue_wait_s=1.0,
+    )
+    events = cast(AsyncGenerator[dispatcher_pb2.DispatchEvent, None], run.run())
+    async with asyncio.timeout(5):
+        async for event in events:
+            if stop_after_commit and event.HasField("chunks"):
+                await events.aclose()  # the client goes away mid-stream
+                break
+    assert len(registry.released) == sum(1 for p in scripts if p not in registry.queue)
+    counts: dict[str, float] = {}
+    for label in (*DispatchMetrics.OUTCOMES, "sent"):
+        value = prom.get_sample_value("dispatcher_dispatches_total", {"outcome": label})
+        if value:
+            counts[label] = value
+    return counts
+
+
+async def test_pre_content_error_then_success() -> None:
+    counts = await dispatch({"a": [LinkError(500, "boom")], "b": [LinkChunk(CONTENT), DONE]})
+    assert counts == {"retry_precontent": 1, "success": 1, "sent": 2}
+
+
+async def test_disconnect_before_content_is_a_retry() -> None:
+    counts = await dispatch({"a": [LinkDisconnected()], "b": [LinkChunk(CONTENT), DONE]})
+    assert counts == {"retry_precontent": 1, "success": 1, "sent": 2}
+
+
+async def test_the_last_attempt_is_a_failure_not_a_retry() -> None:
+    scripts: dict[str, Sequence[LinkEvent | str]] = {
+        p: [LinkError(500, "boom")] for p in ("a", "b", "c")
+    }
+    counts = await dispatch(scripts, max_dispatch_attempts=3)
+    assert counts == {"retry_precontent": 2, "failure": 1, "sent": 3}
+
+
+async def test_non_retryable_client_error_is_a_failure() -> None:
+    counts = await dispatch({"a": [LinkError(400, "bad request")], "b": [DONE]})
+    assert counts == {"failure": 1, "sent": 1}
+
+
+async def test_error_after_content_is_a_failure() -> None:
+    counts = await dispatch({"a": [LinkChunk(CONTENT), LinkError(500, "boom")], "b": [DONE]})
+    assert counts == {"failure": 1, "sent": 1}
+
+
+async def test_stall_before_content_is_a_timeout() -> None:
+    counts = await dispatch({"a": [STALL], "b": [LinkChunk(CONTENT), DONE]}, ttft_base_s=0.05)
+    assert counts == {"timeout": 1, "success": 1, "sent": 2}
+
+
+async def test_client_gone_after_commit_is_cancelled() -> None:
+    counts = await dispatch({"a": [LinkChunk(CONTENT), STALL]}, stop_after_commit=True)
+    assert counts == {"cancelled": 1, "sent": 1}
