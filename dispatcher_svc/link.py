@@ -90,11 +90,12 @@ class Attempt:
         kind = frame.WhichOneof("kind")
         if kind == "chunk":
             try:
-                payload = self._channel.open(frame.chunk.sealed)
+                payloads = [self._channel.open(sealed) for sealed in frame.chunk.sealed]
             except SealError:
                 self.session.violation(f"chunk for {self.attempt_id} not sealed for this session")
                 return
-            self._queue.put_nowait(LinkChunk(payload))
+            for payload in payloads:
+                self._queue.put_nowait(LinkChunk(payload))
         elif kind == "complete":
             self._queue.put_nowait(LinkComplete(frame.complete.usage))
         elif kind == "error":

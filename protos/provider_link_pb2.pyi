@@ -100,8 +100,8 @@ class Chunk(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    sealed: bytes
-    def __init__(self, request_id: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+    sealed: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, request_id: _Optional[str] = ..., sealed: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Complete(_message.Message):
     __slots__ = ("request_id", "usage")

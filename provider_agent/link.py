@@ -24,12 +24,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
 from protos.sealing import KeyPair, SealedChannel, SealError
+from provider_agent.batching import ready_batches
 from provider_agent.config import AgentConfig
 from provider_agent.engines.base import (
     Accepted,
     DropConnection,
     EngineError,
-    Finished,
     GenerateRequest,
 )
 from provider_agent.handler import RequestHandler
@@ -58,6 +58,10 @@ def model_infos(cards: dict[str, ModelCard], max_concurrency: int) -> list[commo
             info.cap_vision = card.cap_vision
         infos.append(info)
     return infos
+
+
+def _chunk_frame(request_id: str, sealed: list[bytes]) -> link_pb2.Frame:
+    return link_pb2.Frame(chunk=link_pb2.Chunk(request_id=request_id, sealed=sealed))
 
 
 class Backoff:
@@ -322,29 +326,38 @@ class LinkClient:
         self, ws: ClientConnection, channel: SealedChannel, prepared: GenerateRequest
     ) -> None:
         rid = prepared.request_id
-        finished = False
         # aclosing: a Cancel that lands while we await the socket still closes the engine
         # stream (an upstream HTTP response) now, not whenever the generator is collected.
-        async with contextlib.aclosing(self._handler.run(prepared)) as outputs:
-            async for out in outputs:
-                if isinstance(out, bytes):
-                    frame = link_pb2.Frame(
-                        chunk=link_pb2.Chunk(request_id=rid, sealed=channel.seal(out))
-                    )
-                elif isinstance(out, Accepted):
-                    frame = link_pb2.Frame(accepted=link_pb2.Accepted(request_id=rid))
-                else:
-                    assert isinstance(out, Finished)
+        async with (
+            contextlib.aclosing(self._handler.run(prepared)) as outputs,
+            contextlib.aclosing(ready_batches(outputs)) as batches,
+        ):
+            async for batch in batches:
+                # Chunks that were ready together travel in one frame (each stays its own
+                # event for the client); Accepted and Complete keep their place in order.
+                sealed: list[bytes] = []
+                for out in batch:
+                    if isinstance(out, bytes):
+                        sealed.append(channel.seal(out))
+                        continue
+                    if sealed:
+                        await self._send(ws, _chunk_frame(rid, sealed))
+                        sealed = []
+                    if isinstance(out, Accepted):
+                        await self._send(
+                            ws, link_pb2.Frame(accepted=link_pb2.Accepted(request_id=rid))
+                        )
+                        continue
                     usage = common_pb2.Usage(
                         prompt_tokens=out.prompt_tokens,
                         completion_tokens=out.completion_tokens,
                         total_tokens=out.prompt_tokens + out.completion_tokens,
                     )
                     frame = link_pb2.Frame(complete=link_pb2.Complete(request_id=rid, usage=usage))
-                    finished = True
-                await self._send(ws, frame)
-                if finished:
+                    await self._send(ws, frame)
                     return
+                if sealed:
+                    await self._send(ws, _chunk_frame(rid, sealed))
         raise EngineError(502, "engine stream ended without finishing")
 
     async def _error(self, ws: ClientConnection, rid: str, status: int, message: str) -> None:

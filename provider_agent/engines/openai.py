@@ -11,6 +11,7 @@ never counted by the breaker), and everything else that is the upstream's fault 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -60,6 +61,43 @@ def _error_detail(raw: bytes) -> str:
     return text[:_MAX_DETAIL]
 
 
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _read_events(events: list[bytes], batch: list[bytes], usage: dict[str, Any]) -> bool:
+    """Append the relayed chunks of complete SSE `events` to `batch`; True at `[DONE]`."""
+    for event in events:
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue  # SSE comments, `event:` lines, keep-alives
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return True
+            if _relayed(payload, usage):
+                batch.append(payload)
+    return False
+
+
+def _relayed(payload: bytes, usage: dict[str, Any]) -> bool:
+    """Check one upstream chunk: True to relay it; a usage-only trailer updates `usage` and
+    is not relayed. Raises EngineError for malformed chunks and mid-stream error events."""
+    try:
+        parsed = json.loads(payload)
+    except ValueError as exc:
+        bad = payload[:200].decode(errors="replace")
+        raise EngineError(502, f"upstream sent a malformed chunk: {bad}") from exc
+    if not isinstance(parsed, dict):
+        raise EngineError(502, "upstream sent a chunk that is not an object")
+    if "error" in parsed and "choices" not in parsed:
+        # vLLM / llama.cpp report mid-stream failures as an error event.
+        raise EngineError(500, f"upstream error: {_error_detail(payload)}")
+    if isinstance(parsed.get("usage"), dict):
+        usage.update(parsed["usage"])
+        if not parsed.get("choices"):
+            return False  # usage-only trailer: carried in Finished, not relayed
+    return True
+
+
 class OpenAIEngine:
     """One pooled HTTP client per agent; `aclose()` at shutdown."""
 
@@ -102,29 +140,22 @@ class OpenAIEngine:
                         f"upstream {response.status_code}: {detail}",
                     )
                 done = False
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # SSE comments, `event:` lines, keep-alives
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
+                pending = b""
+                async for data in response.aiter_bytes():
+                    *events, pending = _EVENT_END.split(pending + data)
+                    batch: list[bytes] = []
+                    failure: EngineError | None = None
                     try:
-                        parsed = json.loads(data)
-                    except ValueError as exc:
-                        bad = data[:200]
-                        raise EngineError(502, f"upstream sent a malformed chunk: {bad}") from exc
-                    if not isinstance(parsed, dict):
-                        raise EngineError(502, "upstream sent a chunk that is not an object")
-                    if "error" in parsed and "choices" not in parsed:
-                        # vLLM / llama.cpp report mid-stream failures as an error event.
-                        raise EngineError(500, f"upstream error: {_error_detail(data.encode())}")
-                    if isinstance(parsed.get("usage"), dict):
-                        usage = parsed["usage"]
-                        if not parsed.get("choices"):
-                            continue  # usage-only trailer: carried in Finished, not relayed
-                    produced += 1
-                    yield data.encode()
+                        done = _read_events(events, batch, usage)
+                    except EngineError as exc:
+                        failure = exc  # deliver the good chunks before it first
+                    for chunk in batch:
+                        produced += 1
+                        yield chunk
+                    if failure is not None:
+                        raise failure
+                    if done:
+                        break
                 if not done:
                     raise EngineError(502, "upstream stream ended without [DONE]")
         except httpx.TimeoutException as exc:

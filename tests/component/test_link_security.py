@@ -183,7 +183,9 @@ class Provider:
         await self.send(link_pb2.Frame(heartbeat=link_pb2.Heartbeat(loads=[load])))
 
     async def chunk(self, request_id: str, sealed: bytes) -> None:
-        await self.send(link_pb2.Frame(chunk=link_pb2.Chunk(request_id=request_id, sealed=sealed)))
+        await self.send(
+            link_pb2.Frame(chunk=link_pb2.Chunk(request_id=request_id, sealed=[sealed]))
+        )
 
     async def complete(self, request_id: str) -> None:
         usage = common_pb2.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2)
@@ -447,7 +449,7 @@ async def test_f1_silence_instead_of_register_is_refused(start_link: LinkFactory
         link_pb2.Frame(heartbeat=link_pb2.Heartbeat()),
         link_pb2.Frame(challenge_response=link_pb2.ChallengeResponse(sealed_nonce=b"x" * 72)),
         link_pb2.Frame(goodbye=link_pb2.Goodbye(reason="hi")),
-        link_pb2.Frame(chunk=link_pb2.Chunk(request_id="r", sealed=b"x")),
+        link_pb2.Frame(chunk=link_pb2.Chunk(request_id="r", sealed=[b"x"])),
     ],
     ids=["heartbeat", "challenge_response", "goodbye", "chunk"],
 )

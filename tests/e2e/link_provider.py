@@ -81,7 +81,7 @@ class RecordingProvider:
             await ws.send(
                 link_pb2.Frame(
                     chunk=link_pb2.Chunk(
-                        request_id=rid, sealed=channel.seal(json.dumps(chunk).encode())
+                        request_id=rid, sealed=[channel.seal(json.dumps(chunk).encode())]
                     )
                 ).SerializeToString()
             )
