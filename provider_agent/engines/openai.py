@@ -141,7 +141,8 @@ class OpenAIEngine:
                     )
                 done = False
                 pending = b""
-                async for data in response.aiter_bytes():
+                received = response.aiter_bytes()
+                async for data in received:
                     *events, pending = _EVENT_END.split(pending + data)
                     batch: list[bytes] = []
                     failure: EngineError | None = None
@@ -155,6 +156,10 @@ class OpenAIEngine:
                     if failure is not None:
                         raise failure
                     if done:
+                        # Read to the end of the body (the chunked terminator) so the
+                        # connection goes back to the pool instead of being closed.
+                        async for _ in received:
+                            pass
                         break
                 if not done:
                     raise EngineError(502, "upstream stream ended without [DONE]")

@@ -194,3 +194,30 @@ async def test_aclose_closes_the_http_client(upstream: FakeUpstream) -> None:
     await engine.aclose()
     with pytest.raises(RuntimeError):
         await collect(engine, request())
+
+
+async def test_e5_upstream_connection_is_reused_across_requests() -> None:
+    """The body is read to its end after [DONE], so keep-alive connections are pooled."""
+    from bench.upstream import Upstream, UpstreamSettings
+
+    upstream = Upstream(UpstreamSettings(tokens=3))
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await upstream.handle(reader, writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(5):
+            out = await collect(engine, request())
+            assert isinstance(out[-1], Finished)
+        assert upstream.requests == 5
+        assert connections == 1
+    finally:
+        await engine.aclose()
+        server.close()
+        await server.wait_closed()
