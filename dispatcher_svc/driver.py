@@ -107,6 +107,7 @@ class _Live:
     provider: str = ""
     version: str = ""
     queued_s: float = 0.0
+    reserve_s: float = 0.0  # the Reserve call, queue wait included
     sent_at: float = 0.0
     link: Attempt | None = None
     reader: asyncio.Task[None] | None = None
@@ -254,6 +255,7 @@ class DispatchRun:
         # Our own id for the reservation: if this call is cancelled (AbortReserve, client gone)
         # its reply may be lost with the slot in it, so we release by this id (B12).
         token = f"{r.request_id}.{action.attempt}.{uuid.uuid4().hex[:12]}"
+        asked = self.clock()
         try:
             reservation = await self.registry.reserve(
                 model=r.model,
@@ -274,6 +276,8 @@ class DispatchRun:
                     full=exc.http_status == 429,
                     retry_after_s=exc.retry_after_s or None,
                     message=exc.detail,
+                    status=exc.http_status,
+                    code=exc.code,
                 )
             )
             return
@@ -286,6 +290,7 @@ class DispatchRun:
         live.provider = reservation.provider_id
         live.version = reservation.provider_version
         live.queued_s = reservation.queued_s
+        live.reserve_s = self.clock() - asked
         self.inbox.put_nowait(
             m.Reserved(action.attempt, reservation.provider_id, reservation.provider_version)
         )
@@ -387,6 +392,7 @@ class DispatchRun:
                 provider_version=action.version,
                 attempts=action.dispatches,
                 queue_us=int(live.queued_s * 1e6),
+                admit_us=int(max(0.0, live.reserve_s - live.queued_s) * 1e6),
                 dispatch_us=int((live.sent_at - self._started) * 1e6),
                 provider_us=int((now - live.sent_at) * 1e6),
             )

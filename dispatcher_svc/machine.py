@@ -170,12 +170,16 @@ class Reserved:
 @dataclass(frozen=True, slots=True)
 class NoProvider:
     """The registry had no slot. `full`: capable providers exist but are all busy (or the
-    queue was full / timed out) -> 429 when no provider ever failed; otherwise 503."""
+    queue was full / timed out) -> 429 when no provider ever failed; otherwise the
+    registry's own refusal (`status`, `code`: 404 model_not_found, 503 model_unavailable).
+    The first Reserve is the request's admission, so its refusal is the client's answer."""
 
     attempt: int
     full: bool = False
     retry_after_s: float | None = None
     message: str = ""
+    status: int = 503
+    code: str = "model_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -783,7 +787,8 @@ def _fail(state: DispatchState, actions: list[Action]) -> Step:
     else:
         retry_after = verdict.retry_after_s if verdict is not None else None
         message = (verdict.message if verdict is not None else "") or "no provider available"
-        fail = Fail(503, "model_unavailable", message, retry_after)
+        status, code = (verdict.status, verdict.code) if verdict is not None else (503, "")
+        fail = Fail(status, code or "model_unavailable", message, retry_after)
     actions.append(fail)
     return replace(state, live=(), speculative=None, terminal=Phase.FAILED), actions
 

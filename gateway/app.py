@@ -24,7 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect
 from gateway.dialects.deltas import BadChunk
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
-from gateway.errors import ApiError, bad_request, error_response, from_admit, from_failed
+from gateway.errors import ApiError, bad_request, error_response, from_failed
 from gateway.ratelimit import Limit, RateLimiter, parse_limits
 from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
@@ -59,7 +59,6 @@ class Timing:
     started: float = field(default_factory=time.perf_counter)
     parse_us: int = 0
     normalize_us: int = 0
-    admit_us: int = 0
 
     def lap(self) -> int:
         now = time.perf_counter()
@@ -156,28 +155,6 @@ class Gateway:
             return raw
         return bytes(reply.body) if reply.changed else raw
 
-    async def admit(self, req: CanonicalRequest) -> None:
-        try:
-            reply = await self.backends.registry.Admit(
-                registry_pb2.AdmitRequest(
-                    model=req.model,
-                    traits=hedgerow_common_pb2.Traits(
-                        has_tools=req.has_tools, requires_vision=req.requires_vision
-                    ),
-                    allowlist=list(req.allowlist),
-                    prompt_tokens=req.prompt_tokens,
-                    max_tokens=req.max_tokens,
-                ),
-                timeout=self.config.admit_timeout_s,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise ApiError(
-                503, "service_unavailable", "routing service unavailable", None, 2
-            ) from exc
-        err = from_admit(reply, req.model)
-        if err is not None:
-            raise err
-
     async def handle(self, request: Request, dialect: Dialect) -> Response:
         request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
         status = 500
@@ -209,8 +186,6 @@ class Gateway:
             raise bad_request("request body must be a JSON object")
         req = dialect.lower(doc, raw, self.config.default_max_tokens)
         timing.parse_us = timing.lap()
-        await self.admit(req)
-        timing.admit_us = timing.lap()
         call = self.backends.dispatcher.Dispatch(
             dispatcher_pb2.DispatchRequest(
                 request_id=request_id,
@@ -241,7 +216,7 @@ class Gateway:
                 {
                     "parse_us": timing.parse_us,
                     "normalize_us": timing.normalize_us,
-                    "admit_us": timing.admit_us,
+                    "admit_us": committed.admit_us,
                     "queue_us": committed.queue_us,
                     "dispatch_us": committed.dispatch_us,
                     "provider_us": committed.provider_us,
@@ -358,7 +333,7 @@ class Gateway:
         self.authenticate(request)
         try:
             reply = await self.backends.registry.ListModels(
-                registry_pb2.ListModelsRequest(), timeout=self.config.admit_timeout_s
+                registry_pb2.ListModelsRequest(), timeout=self.config.registry_timeout_s
             )
         except grpc.aio.AioRpcError as exc:
             raise ApiError(

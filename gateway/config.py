@@ -23,7 +23,7 @@ class GatewayConfig:
     dispatcher_addr: str = "127.0.0.1:50063"
     max_body_bytes: int = 16 * 1024 * 1024
     normalize_timeout_s: float = 0.25
-    admit_timeout_s: float = 2.0
+    registry_timeout_s: float = 2.0
     queue_wait_s: float = 120.0
     default_max_tokens: int = 256
     rate_limit_rps: float = 0.0  # per API key; 0 = unlimited
@@ -45,7 +45,9 @@ class GatewayConfig:
             normalize_timeout_s=env_float(
                 e, "HEDGEROW_NORMALIZE_TIMEOUT_S", cls.normalize_timeout_s
             ),
-            admit_timeout_s=env_float(e, "HEDGEROW_ADMIT_TIMEOUT_S", cls.admit_timeout_s),
+            registry_timeout_s=env_float(
+                e, "HEDGEROW_GATEWAY_REGISTRY_TIMEOUT_S", cls.registry_timeout_s
+            ),
             queue_wait_s=env_float(e, "HEDGEROW_QUEUE_WAIT_S", cls.queue_wait_s),
             default_max_tokens=env_int(
                 e, "HEDGEROW_DEFAULT_MAX_TOKENS", cls.default_max_tokens, minimum=1

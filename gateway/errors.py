@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from starlette.responses import Response
 
-from protos import registry_pb2
-
 # HTTP status -> (OpenAI error type, Anthropic error type)
 _TYPES: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "invalid_request_error"),
@@ -77,29 +75,10 @@ def error_response(err: ApiError, *, anthropic: bool, request_id: str | None = N
     )
 
 
-def from_admit(reply: registry_pb2.AdmitReply, model: str) -> ApiError | None:
-    """Admission verdict -> the error to answer with, or None to go on (OK / QUEUE)."""
-    v = reply.verdict
-    if v in (registry_pb2.VERDICT_OK, registry_pb2.VERDICT_QUEUE):
-        return None
-    if v == registry_pb2.VERDICT_UNKNOWN_MODEL:
-        return ApiError(404, "model_not_found", f"The model '{model}' does not exist", "model")
-    if v == registry_pb2.VERDICT_RATE_LIMITED:
-        return ApiError(
-            429, "rate_limit_exceeded", reply.message or "queue full", None, reply.retry_after_s
-        )
-    return ApiError(
-        503,
-        "model_unavailable",
-        reply.message or "no provider available",
-        None,
-        reply.retry_after_s,
-    )
-
-
 def from_failed(status: int, code: str, message: str, retry_after_s: float) -> ApiError:
     """The dispatcher's pre-commit `Failed` -> an error response (B11)."""
     status = status if 400 <= status <= 599 else 502
+    param = "model" if code == "model_not_found" else None
     return ApiError(
-        status, code or "provider_error", message or "provider error", None, retry_after_s
+        status, code or "provider_error", message or "provider error", param, retry_after_s
     )

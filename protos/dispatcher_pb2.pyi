@@ -44,20 +44,22 @@ class Queued(_message.Message):
     def __init__(self, retry_after_s: _Optional[float] = ...) -> None: ...
 
 class Committed(_message.Message):
-    __slots__ = ("provider_id", "provider_version", "attempts", "queue_us", "dispatch_us", "provider_us")
+    __slots__ = ("provider_id", "provider_version", "attempts", "queue_us", "dispatch_us", "provider_us", "admit_us")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_US_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_US_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_US_FIELD_NUMBER: _ClassVar[int]
+    ADMIT_US_FIELD_NUMBER: _ClassVar[int]
     provider_id: str
     provider_version: str
     attempts: int
     queue_us: int
     dispatch_us: int
     provider_us: int
-    def __init__(self, provider_id: _Optional[str] = ..., provider_version: _Optional[str] = ..., attempts: _Optional[int] = ..., queue_us: _Optional[int] = ..., dispatch_us: _Optional[int] = ..., provider_us: _Optional[int] = ...) -> None: ...
+    admit_us: int
+    def __init__(self, provider_id: _Optional[str] = ..., provider_version: _Optional[str] = ..., attempts: _Optional[int] = ..., queue_us: _Optional[int] = ..., dispatch_us: _Optional[int] = ..., provider_us: _Optional[int] = ..., admit_us: _Optional[int] = ...) -> None: ...
 
 class Chunks(_message.Message):
     __slots__ = ("chunks",)

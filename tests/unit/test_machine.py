@@ -1074,3 +1074,14 @@ def test_b1_step_all_fast_path_equals_folding_step(kinds: list[str], commit_firs
     slow_state, slow_actions = _fold(state, events, 5.0)
     assert fast_actions == slow_actions
     assert fast_state == slow_state
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "model_not_found"), (503, "model_unavailable")])
+def test_a7_first_reserve_refusal_is_the_clients_answer(status: int, code: str) -> None:
+    """The first Reserve is the request's admission: its refusal passes through as is."""
+    state, _ = start(DispatchSettings(), 10)
+    state, actions = step(
+        state, NoProvider(1, message="why", retry_after_s=2.0, status=status, code=code), 0.0
+    )
+    assert actions == [Fail(status, code, "why", 2.0)]
+    assert state.finished
