@@ -30,13 +30,17 @@ def _chunked(data: bytes) -> bytes:
 
 
 class Upstream:
-    def __init__(self, settings: UpstreamSettings) -> None:
+    """Answers every request with the same pre-encoded stream. `model` is what the engine
+    calls the model: a server started with --served-model-name answers with the name the
+    agent sends (the bench providers serve `hedgerow-sim-1`)."""
+
+    def __init__(self, settings: UpstreamSettings, model: str = "hedgerow-sim-1") -> None:
         self.s = settings
         head = {
             "id": "chatcmpl-bench",
             "object": "chat.completion.chunk",
             "created": 0,
-            "model": "m",
+            "model": model,
         }
         self.role = _chunked(
             _sse(

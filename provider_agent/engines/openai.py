@@ -64,7 +64,9 @@ def _error_detail(raw: bytes) -> str:
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
-def _read_events(events: list[bytes], batch: list[bytes], usage: dict[str, Any]) -> bool:
+def _read_events(
+    events: list[bytes], batch: list[bytes], usage: dict[str, Any], model: str
+) -> bool:
     """Append the relayed chunks of complete SSE `events` to `batch`; True at `[DONE]`."""
     for event in events:
         for line in event.splitlines():
@@ -73,14 +75,16 @@ def _read_events(events: list[bytes], batch: list[bytes], usage: dict[str, Any])
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 return True
-            if _relayed(payload, usage):
-                batch.append(payload)
+            relayed = _checked(payload, usage, model)
+            if relayed is not None:
+                batch.append(relayed)
     return False
 
 
-def _relayed(payload: bytes, usage: dict[str, Any]) -> bool:
-    """Check one upstream chunk: True to relay it; a usage-only trailer updates `usage` and
-    is not relayed. Raises EngineError for malformed chunks and mid-stream error events."""
+def _checked(payload: bytes, usage: dict[str, Any], model: str) -> bytes | None:
+    """Check one upstream chunk and return what to relay: None for a usage-only trailer
+    (its usage goes to `usage`); the chunk renamed to our model id when the engine serves
+    it under another name. Raises EngineError for malformed chunks and error events."""
     try:
         parsed = json.loads(payload)
     except ValueError as exc:
@@ -94,8 +98,13 @@ def _relayed(payload: bytes, usage: dict[str, Any]) -> bool:
     if isinstance(parsed.get("usage"), dict):
         usage.update(parsed["usage"])
         if not parsed.get("choices"):
-            return False  # usage-only trailer: carried in Finished, not relayed
-    return True
+            return None  # usage-only trailer: carried in Finished, not relayed
+    if parsed.get("model") != model:
+        # The router answers with the public id (A9); renaming here keeps that cost on
+        # the provider instead of the gateway.
+        parsed["model"] = model
+        return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    return payload
 
 
 class OpenAIEngine:
@@ -147,7 +156,7 @@ class OpenAIEngine:
                     batch: list[bytes] = []
                     failure: EngineError | None = None
                     try:
-                        done = _read_events(events, batch, usage)
+                        done = _read_events(events, batch, usage, request.model)
                     except EngineError as exc:
                         failure = exc  # deliver the good chunks before it first
                     for chunk in batch:

@@ -221,3 +221,20 @@ async def test_e5_upstream_connection_is_reused_across_requests() -> None:
         await engine.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_a9_chunks_carry_our_model_id_whatever_the_engine_calls_it() -> None:
+    from bench.upstream import Upstream, UpstreamSettings
+
+    upstream = Upstream(UpstreamSettings(tokens=2), model="meta-llama/Some-Model-8B")
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    engine = OpenAIEngine(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        out = await collect(engine, request())
+        chunks = [json.loads(c) for c in out if isinstance(c, bytes)]
+        assert chunks and {c["model"] for c in chunks} == {"m"}
+        assert [c["choices"][0]["delta"].get("content") for c in chunks][1:3] == [" tok0", " tok1"]
+    finally:
+        await engine.aclose()
+        server.close()
+        await server.wait_closed()
