@@ -144,6 +144,16 @@ class _Ask:
 
 
 _QUEUEABLE = (Availability.AT_CAPACITY, Availability.RECONNECTING)
+# How a refused first Reserve counts in the admissions metric (the A6/A7 rung it hit).
+_ADMISSION_KIND: dict[type[RegistryError], AdmitKind] = {
+    UnknownModel: AdmitKind.UNKNOWN_MODEL,
+    NoCapableProvider: AdmitKind.NO_CAPABLE_PROVIDER,
+    NoEligibleProvider: AdmitKind.UNAVAILABLE,
+    ModelTooLarge: AdmitKind.TOO_LARGE,
+    ProvidersBusy: AdmitKind.RATE_LIMITED,
+    QueueFull: AdmitKind.RATE_LIMITED,
+    QueueTimeout: AdmitKind.RATE_LIMITED,
+}
 
 
 class Registry:
@@ -392,6 +402,42 @@ class Registry:
         cancels its call may not see the reply, so it releases by that id instead; an id
         released before it was granted is never granted (B12).
         """
+        try:
+            reservation = await self._reserve(
+                model_id,
+                traits,
+                exclude=exclude,
+                avoid_version=avoid_version,
+                allowlist=allowlist,
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+                may_queue=may_queue,
+                timeout_s=timeout_s,
+                reservation_id=reservation_id,
+            )
+        except RegistryError as err:
+            if may_queue:  # a request's first Reserve is its admission (retries never queue)
+                self._admissions[_ADMISSION_KIND.get(type(err), AdmitKind.UNAVAILABLE).value] += 1
+            raise
+        if may_queue:
+            kind = AdmitKind.QUEUE if reservation.queued_s > 0 else AdmitKind.OK
+            self._admissions[kind.value] += 1
+        return reservation
+
+    async def _reserve(
+        self,
+        model_id: str,
+        traits: Traits = Traits(),
+        *,
+        exclude: Collection[str] = (),
+        avoid_version: str | None = None,
+        allowlist: Collection[str] | None = None,
+        prompt_tokens: int = 0,
+        max_tokens: int | None = None,
+        may_queue: bool = True,
+        timeout_s: float | None = None,
+        reservation_id: str | None = None,
+    ) -> Reservation:
         ask = self._ask(
             model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
         )

@@ -1,0 +1,30 @@
+"""The admissions metric counts every request's first Reserve (its admission) by the A6/A7
+rung it reached; retries (may_queue=False) are not admissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry_svc.errors import NoCapableProvider, ProvidersBusy, UnknownModel
+from registry_svc.model import Outcome, Traits
+from tests.unit.test_registry_support import make_registry, provider
+
+
+async def test_a7_first_reserves_count_by_verdict() -> None:
+    registry, _ = make_registry()
+    registry.upsert_provider(provider("old", version="0.6.0"))
+    ok = await registry.reserve("m")
+    registry.release(ok.id, Outcome(200))
+    with pytest.raises(UnknownModel):
+        await registry.reserve("nope")
+    with pytest.raises(NoCapableProvider):
+        await registry.reserve("m", Traits(has_tools=True))
+    held = await registry.reserve("m")
+    with pytest.raises(ProvidersBusy):
+        await registry.reserve("m", may_queue=False)  # a retry: not an admission
+    registry.release(held.id, Outcome(0))
+    assert registry.stats().admissions == {
+        "ok": 2,
+        "unknown_model": 1,
+        "no_capable_provider": 1,
+    }
