@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,27 @@ class CanonicalRequest:
     stream: bool
     include_usage: bool
     allowlist: tuple[str, ...] = ()
+
+
+def lowered_chat(
+    doc: dict[str, Any], body: dict[str, Any], raw: bytes, max_tokens: int
+) -> CanonicalRequest:
+    """The canonical request of a dialect lowered to chat: `body` is the chat request built
+    from the client's `doc` (`raw` its bytes, for the prompt estimate)."""
+    messages = body["messages"]
+    images, videos = media_counts(messages)
+    return CanonicalRequest(
+        model=body["model"],
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        completions=False,
+        has_tools="tools" in body,
+        requires_vision=images + videos > 0,
+        prompt_tokens=estimate_prompt_tokens(len(raw), len(messages), images, videos),
+        max_tokens=max_tokens,
+        stream=doc.get("stream") is True,
+        include_usage=True,
+        allowlist=allowlist(doc),
+    )
 
 
 def media_counts(messages: Iterable[Any]) -> tuple[int, int]:

@@ -402,19 +402,13 @@ class Registry:
         cancels its call may not see the reply, so it releases by that id instead; an id
         released before it was granted is never granted (B12).
         """
+        ask = self._ask(
+            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
+        )
+        if reservation_id:
+            ask = replace(ask, reservation_id=reservation_id)
         try:
-            reservation = await self._reserve(
-                model_id,
-                traits,
-                exclude=exclude,
-                avoid_version=avoid_version,
-                allowlist=allowlist,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-                may_queue=may_queue,
-                timeout_s=timeout_s,
-                reservation_id=reservation_id,
-            )
+            reservation = await self._reserve(ask, may_queue=may_queue, timeout_s=timeout_s)
         except RegistryError as err:
             if may_queue:  # a request's first Reserve is its admission (retries never queue)
                 self._admissions[_ADMISSION_KIND.get(type(err), AdmitKind.UNAVAILABLE).value] += 1
@@ -424,25 +418,8 @@ class Registry:
             self._admissions[kind.value] += 1
         return reservation
 
-    async def _reserve(
-        self,
-        model_id: str,
-        traits: Traits = Traits(),
-        *,
-        exclude: Collection[str] = (),
-        avoid_version: str | None = None,
-        allowlist: Collection[str] | None = None,
-        prompt_tokens: int = 0,
-        max_tokens: int | None = None,
-        may_queue: bool = True,
-        timeout_s: float | None = None,
-        reservation_id: str | None = None,
-    ) -> Reservation:
-        ask = self._ask(
-            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
-        )
-        if reservation_id:
-            ask = replace(ask, reservation_id=reservation_id)
+    async def _reserve(self, ask: _Ask, *, may_queue: bool, timeout_s: float | None) -> Reservation:
+        model_id, traits = ask.model_id, ask.traits
         now = self._clock()
         granted = self._try_reserve(ask, now, enqueued_at=now)
         if granted is not None:

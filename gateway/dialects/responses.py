@@ -11,9 +11,7 @@ from typing import Any
 
 from gateway.canonical import (
     CanonicalRequest,
-    allowlist,
-    estimate_prompt_tokens,
-    media_counts,
+    lowered_chat,
     positive_int,
     require_model,
 )
@@ -141,19 +139,7 @@ def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> Canonical
     for key in _PASSTHROUGH:
         if key in doc:
             body[key] = doc[key]
-    images, videos = media_counts(messages)
-    return CanonicalRequest(
-        model=model,
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        completions=False,
-        has_tools="tools" in body,
-        requires_vision=images + videos > 0,
-        prompt_tokens=estimate_prompt_tokens(len(raw), len(messages), images, videos),
-        max_tokens=max_tokens or default_max_tokens,
-        stream=doc.get("stream") is True,
-        include_usage=True,
-        allowlist=allowlist(doc),
-    )
+    return lowered_chat(doc, body, raw, max_tokens or default_max_tokens)
 
 
 class ResponsesStream:

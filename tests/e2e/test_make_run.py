@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,8 +34,16 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_stack_prints_usage_serves_and_stops_without_orphans(sig: signal.Signals) -> None:
+def assert_all_gone(pids: list[int], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)], "orphaned service processes"
+
+
+@contextmanager
+def launched() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m stack --free-ports`, up to its banner; killed on the way out if still up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEROW_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stack", "--free-ports"],
@@ -44,20 +54,28 @@ def test_stack_prints_usage_serves_and_stops_without_orphans(sig: signal.Signals
         text=True,
     )
     assert proc.stdout is not None
-    banner = []
+    banner: list[str] = []
     deadline = time.monotonic() + 60
     try:
         for line in proc.stdout:
             banner.append(line)
             if "Press Ctrl-C" in line or time.monotonic() > deadline:
                 break
-        text = "".join(banner)
+        yield proc, "".join(banner)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stack_prints_usage_serves_and_stops_without_orphans(sig: signal.Signals) -> None:
+    with launched() as (proc, text):
         url = re.search(r"base URL : (\S+)", text)
         assert url, text
         assert "API key  : hedgerow-dev-key" in text
-        assert (
-            "hedgerow-sim-1" in text and "curl -N" in text and "from openai import OpenAI" in text
-        )
+        assert "hedgerow-sim-1" in text and "curl -N" in text
+        assert "from openai import OpenAI" in text
         r = httpx.post(
             f"{url.group(1)}/chat/completions",
             timeout=20,
@@ -73,40 +91,13 @@ def test_stack_prints_usage_serves_and_stops_without_orphans(sig: signal.Signals
         assert len(kids) == 6, "normalizer, registry, dispatcher, gateway and two providers"
         proc.send_signal(sig)
         assert proc.wait(30) == 0
-        deadline = time.monotonic() + 10
-        while any(alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [k for k in kids if alive(k)], "orphaned service processes"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_all_gone(kids)
 
 
 def test_services_exit_when_the_launcher_is_killed() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEROW_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stack", "--free-ports"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line:
-                break
+    with launched() as (proc, _):
         kids = children(proc.pid)
         assert len(kids) == 6
         proc.kill()  # no chance to clean up: the services must notice on their own
         proc.wait()
-        deadline = time.monotonic() + 15
-        while any(alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [k for k in kids if alive(k)], "orphaned service processes"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_all_gone(kids)
