@@ -89,7 +89,12 @@ class GrpcRegistry:
             provider_id=provider_id,
             trusted=trusted,
             loads=[
-                registry_pb2.ModelLoad(model=x.model, running=x.running, waiting=x.waiting)
+                registry_pb2.ModelLoad(
+                    model=x.model,
+                    running=x.running,
+                    waiting=x.waiting,
+                    max_concurrency=x.max_concurrency,
+                )
                 for x in loads
             ],
         )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import hedgerow_common_pb2 as hedgerow__common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13provider_link.proto\x12\rhedgerow.link\x1a\x15hedgerow_common.proto\"\xbe\x01\n\x08Register\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06models\x18\x03 \x03(\x0b\x32\x13.hedgerow.ModelInfo\x12\x10\n\x08hardware\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x18\n\x10\x65nrollment_token\x18\x06 \x01(\t\x12\x12\n\ndecode_tps\x18\x07 \x01(\x01\x12\x13\n\x0bprefill_tps\x18\x08 \x01(\x01\"?\n\nRegistered\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"9\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x1d\n\x15\x64ispatcher_public_key\x18\x02 \x01(\x0c\")\n\x11\x43hallengeResponse\x12\x14\n\x0csealed_nonce\x18\x01 \x01(\x0c\"<\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\"4\n\tHeartbeat\x12\'\n\x05loads\x18\x01 \x03(\x0b\x32\x18.hedgerow.link.ModelLoad\"3\n\x0cModelsUpdate\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.hedgerow.ModelInfo\"c\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1a\n\x12session_public_key\x18\x02 \x01(\x0c\x12\x13\n\x0bsealed_body\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ompletions\x18\x04 \x01(\x08\"\x1c\n\x06\x43\x61ncel\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x1e\n\x08\x41\x63\x63\x65pted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"+\n\x05\x43hunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x03(\x0c\">\n\x08\x43omplete\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05usage\x18\x02 \x01(\x0b\x32\x0f.hedgerow.Usage\"A\n\x05\x45rror\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe8\x04\n\x05\x46rame\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.hedgerow.link.RegisterH\x00\x12/\n\nregistered\x18\x02 \x01(\x0b\x32\x19.hedgerow.link.RegisteredH\x00\x12-\n\tchallenge\x18\x03 \x01(\x0b\x32\x18.hedgerow.link.ChallengeH\x00\x12>\n\x12\x63hallenge_response\x18\x04 \x01(\x0b\x32 .hedgerow.link.ChallengeResponseH\x00\x12-\n\theartbeat\x18\x05 \x01(\x0b\x32\x18.hedgerow.link.HeartbeatH\x00\x12\x34\n\rmodels_update\x18\x06 \x01(\x0b\x32\x1b.hedgerow.link.ModelsUpdateH\x00\x12)\n\x07request\x18\x07 \x01(\x0b\x32\x16.hedgerow.link.RequestH\x00\x12\'\n\x06\x63\x61ncel\x18\x08 \x01(\x0b\x32\x15.hedgerow.link.CancelH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\t \x01(\x0b\x32\x17.hedgerow.link.AcceptedH\x00\x12%\n\x05\x63hunk\x18\n \x01(\x0b\x32\x14.hedgerow.link.ChunkH\x00\x12+\n\x08\x63omplete\x18\x0b \x01(\x0b\x32\x17.hedgerow.link.CompleteH\x00\x12%\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x14.hedgerow.link.ErrorH\x00\x12)\n\x07goodbye\x18\r \x01(\x0b\x32\x16.hedgerow.link.GoodbyeH\x00\x42\x06\n\x04kindb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13provider_link.proto\x12\rhedgerow.link\x1a\x15hedgerow_common.proto\"\xbe\x01\n\x08Register\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x06models\x18\x03 \x03(\x0b\x32\x13.hedgerow.ModelInfo\x12\x10\n\x08hardware\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x18\n\x10\x65nrollment_token\x18\x06 \x01(\t\x12\x12\n\ndecode_tps\x18\x07 \x01(\x01\x12\x13\n\x0bprefill_tps\x18\x08 \x01(\x01\"?\n\nRegistered\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"9\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x1d\n\x15\x64ispatcher_public_key\x18\x02 \x01(\x0c\")\n\x11\x43hallengeResponse\x12\x14\n\x0csealed_nonce\x18\x01 \x01(\x0c\"U\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\x05\"4\n\tHeartbeat\x12\'\n\x05loads\x18\x01 \x03(\x0b\x32\x18.hedgerow.link.ModelLoad\"3\n\x0cModelsUpdate\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.hedgerow.ModelInfo\"c\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1a\n\x12session_public_key\x18\x02 \x01(\x0c\x12\x13\n\x0bsealed_body\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63ompletions\x18\x04 \x01(\x08\"\x1c\n\x06\x43\x61ncel\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x1e\n\x08\x41\x63\x63\x65pted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"+\n\x05\x43hunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x03(\x0c\">\n\x08\x43omplete\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05usage\x18\x02 \x01(\x0b\x32\x0f.hedgerow.Usage\"A\n\x05\x45rror\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe8\x04\n\x05\x46rame\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.hedgerow.link.RegisterH\x00\x12/\n\nregistered\x18\x02 \x01(\x0b\x32\x19.hedgerow.link.RegisteredH\x00\x12-\n\tchallenge\x18\x03 \x01(\x0b\x32\x18.hedgerow.link.ChallengeH\x00\x12>\n\x12\x63hallenge_response\x18\x04 \x01(\x0b\x32 .hedgerow.link.ChallengeResponseH\x00\x12-\n\theartbeat\x18\x05 \x01(\x0b\x32\x18.hedgerow.link.HeartbeatH\x00\x12\x34\n\rmodels_update\x18\x06 \x01(\x0b\x32\x1b.hedgerow.link.ModelsUpdateH\x00\x12)\n\x07request\x18\x07 \x01(\x0b\x32\x16.hedgerow.link.RequestH\x00\x12\'\n\x06\x63\x61ncel\x18\x08 \x01(\x0b\x32\x15.hedgerow.link.CancelH\x00\x12+\n\x08\x61\x63\x63\x65pted\x18\t \x01(\x0b\x32\x17.hedgerow.link.AcceptedH\x00\x12%\n\x05\x63hunk\x18\n \x01(\x0b\x32\x14.hedgerow.link.ChunkH\x00\x12+\n\x08\x63omplete\x18\x0b \x01(\x0b\x32\x17.hedgerow.link.CompleteH\x00\x12%\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x14.hedgerow.link.ErrorH\x00\x12)\n\x07goodbye\x18\r \x01(\x0b\x32\x16.hedgerow.link.GoodbyeH\x00\x42\x06\n\x04kindb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,25 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHALLENGERESPONSE']._serialized_start=378
   _globals['_CHALLENGERESPONSE']._serialized_end=419
   _globals['_MODELLOAD']._serialized_start=421
-  _globals['_MODELLOAD']._serialized_end=481
-  _globals['_HEARTBEAT']._serialized_start=483
-  _globals['_HEARTBEAT']._serialized_end=535
-  _globals['_MODELSUPDATE']._serialized_start=537
-  _globals['_MODELSUPDATE']._serialized_end=588
-  _globals['_REQUEST']._serialized_start=590
-  _globals['_REQUEST']._serialized_end=689
-  _globals['_CANCEL']._serialized_start=691
-  _globals['_CANCEL']._serialized_end=719
-  _globals['_ACCEPTED']._serialized_start=721
-  _globals['_ACCEPTED']._serialized_end=751
-  _globals['_CHUNK']._serialized_start=753
-  _globals['_CHUNK']._serialized_end=796
-  _globals['_COMPLETE']._serialized_start=798
-  _globals['_COMPLETE']._serialized_end=860
-  _globals['_ERROR']._serialized_start=862
-  _globals['_ERROR']._serialized_end=927
-  _globals['_GOODBYE']._serialized_start=929
-  _globals['_GOODBYE']._serialized_end=954
-  _globals['_FRAME']._serialized_start=957
-  _globals['_FRAME']._serialized_end=1573
+  _globals['_MODELLOAD']._serialized_end=506
+  _globals['_HEARTBEAT']._serialized_start=508
+  _globals['_HEARTBEAT']._serialized_end=560
+  _globals['_MODELSUPDATE']._serialized_start=562
+  _globals['_MODELSUPDATE']._serialized_end=613
+  _globals['_REQUEST']._serialized_start=615
+  _globals['_REQUEST']._serialized_end=714
+  _globals['_CANCEL']._serialized_start=716
+  _globals['_CANCEL']._serialized_end=744
+  _globals['_ACCEPTED']._serialized_start=746
+  _globals['_ACCEPTED']._serialized_end=776
+  _globals['_CHUNK']._serialized_start=778
+  _globals['_CHUNK']._serialized_end=821
+  _globals['_COMPLETE']._serialized_start=823
+  _globals['_COMPLETE']._serialized_end=885
+  _globals['_ERROR']._serialized_start=887
+  _globals['_ERROR']._serialized_end=952
+  _globals['_GOODBYE']._serialized_start=954
+  _globals['_GOODBYE']._serialized_end=979
+  _globals['_FRAME']._serialized_start=982
+  _globals['_FRAME']._serialized_end=1598
 # @@protoc_insertion_point(module_scope)

@@ -50,14 +50,16 @@ class ChallengeResponse(_message.Message):
     def __init__(self, sealed_nonce: _Optional[bytes] = ...) -> None: ...
 
 class ModelLoad(_message.Message):
-    __slots__ = ("model", "running", "waiting")
+    __slots__ = ("model", "running", "waiting", "max_concurrency")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     model: str
     running: int
     waiting: int
-    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
+    max_concurrency: int
+    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("loads",)

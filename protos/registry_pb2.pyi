@@ -68,14 +68,16 @@ class RemoveProviderReply(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelLoad(_message.Message):
-    __slots__ = ("model", "running", "waiting")
+    __slots__ = ("model", "running", "waiting", "max_concurrency")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     model: str
     running: int
     waiting: int
-    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
+    max_concurrency: int
+    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ReportLoadRequest(_message.Message):
     __slots__ = ("provider_id", "loads", "trusted")

@@ -95,6 +95,7 @@ class _Load:
     """Per-model admission: at most `limit` generate at once, the rest wait (cancel-safe)."""
 
     def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.semaphore = asyncio.Semaphore(limit)
         self.running = 0
         self.waiting = 0
@@ -264,7 +265,9 @@ class LinkClient:
     async def _heartbeats(self, ws: ClientConnection, interval: float) -> None:
         while True:
             loads = [
-                link_pb2.ModelLoad(model=m, running=load.running, waiting=load.waiting)
+                link_pb2.ModelLoad(
+                    model=m, running=load.running, waiting=load.waiting, max_concurrency=load.limit
+                )
                 for m, load in self._loads.items()
             ]
             try:

@@ -236,8 +236,15 @@ class Registry:
             self._fail_stranded(previous)
         return True
 
-    def update_load(self, provider_id: str, loads: Mapping[str, ModelLoad]) -> bool:
-        """Heartbeat: replace the provider's per-model loads and refresh ``last_seen``.
+    def update_load(
+        self,
+        provider_id: str,
+        loads: Mapping[str, ModelLoad],
+        limits: Mapping[str, int] | None = None,
+    ) -> bool:
+        """Heartbeat: replace the provider's per-model loads and refresh ``last_seen``;
+        ``limits`` carries changed per-model concurrency limits (more room serves the
+        queue at once).
 
         Models missing from ``loads`` count as idle. Does not bring an offline provider
         back (only ``upsert_provider`` does). False if the provider is unknown.
@@ -246,7 +253,20 @@ class Registry:
         if previous is None:
             return False
         now = self._clock()
-        self._store.put(replace(previous, loads=dict(loads), last_seen=now))
+        models = previous.models
+        changed = {
+            m: n
+            for m, n in (limits or {}).items()
+            if m in models and n > 0 and models[m].max_concurrency != n
+        }
+        if changed:
+            models = {
+                m: replace(info, max_concurrency=changed[m]) if m in changed else info
+                for m, info in models.items()
+            }
+        self._store.put(replace(previous, models=models, loads=dict(loads), last_seen=now))
+        for model_id in changed:
+            self._drain(model_id)
         if previous.online and now - previous.last_seen > self.settings.heartbeat_timeout_s:
             # It was silent long enough to be gated as offline; it is routable again.
             for model_id in previous.models:

@@ -102,7 +102,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         # Every heartbeat refreshes liveness, loads or not; trust is only ever withdrawn here
         # (the dispatcher registers providers trusted once they pass the challenge).
         loads = {x.model: ModelLoad(running=x.running, waiting=x.waiting) for x in request.loads}
-        self._registry.update_load(request.provider_id, loads)
+        limits = {x.model: x.max_concurrency for x in request.loads if x.max_concurrency > 0}
+        self._registry.update_load(request.provider_id, loads, limits)
         if not request.trusted:
             self._registry.set_trusted(request.provider_id, False)
         return registry_pb2.ReportLoadReply()

@@ -255,6 +255,8 @@ async def test_e1_heartbeats_carry_running_and_waiting_per_model(
     idle = await heartbeat_where(session, lambda loads: True)
     assert set(idle) == {MODEL, "broken-1", "incident-1", "picky-1", "notemplate-1"}
     assert set(idle.values()) == {(0, 0)}
+    beat = next(r for r in reversed(session.log) if r.kind == "heartbeat")
+    assert {x.max_concurrency for x in beat.frame.heartbeat.loads} == {1}
 
     first, _ = await session.request(chat("one"))
     second, _ = await session.request(chat("two"))

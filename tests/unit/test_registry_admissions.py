@@ -28,3 +28,25 @@ async def test_a7_first_reserves_count_by_verdict() -> None:
         "unknown_model": 1,
         "no_capable_provider": 1,
     }
+
+
+async def test_e1_heartbeat_limit_change_takes_effect_and_serves_the_queue() -> None:
+    """A provider that raises a model's concurrency in a heartbeat gets the extra slot at
+    once: a queued request is served without waiting for a release."""
+    import asyncio
+
+    from registry_svc.model import ModelLoad
+
+    registry, _ = make_registry()
+    registry.upsert_provider(provider("p1"))  # max_concurrency 1
+    held = await registry.reserve("m")
+    waiter = asyncio.ensure_future(registry.reserve("m"))
+    await asyncio.sleep(0)
+    assert registry.queue_depth("m") == 1
+    registry.update_load("p1", {"m": ModelLoad(running=1)}, {"m": 2})
+    second = await asyncio.wait_for(waiter, 1)
+    assert second.provider_id == "p1" and registry.stats().slots_in_use == 2
+    registry.update_load("p1", {"m": ModelLoad(running=2)}, {"m": 0, "other": 5})  # ignored
+    for r in (held, second):
+        registry.release(r.id, Outcome(200))
+    assert registry.stats().slots_in_use == 0
