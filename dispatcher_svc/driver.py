@@ -248,13 +248,23 @@ class DispatchRun:
         live = self._attempts.setdefault(action.attempt, _Live(backup=action.backup))
         if action.backup:
             self.metrics.speculative.inc()
-        live.reserver = self._spawn(self._reserve_task(action, live))
-
-    async def _reserve_task(self, action: m.Reserve, live: _Live) -> None:
-        r = self.request
-        # Our own id for the reservation: if this call is cancelled (AbortReserve, client gone)
+        # Our own id for the reservation: if the call is cancelled (AbortReserve, client gone)
         # its reply may be lost with the slot in it, so we release by this id (B12).
-        token = f"{r.request_id}.{action.attempt}.{uuid.uuid4().hex[:12]}"
+        token = f"{self.request.request_id}.{action.attempt}.{uuid.uuid4().hex[:12]}"
+        task = self._spawn(self._reserve_task(action, live, token))
+        live.reserver = task
+
+        def aborted(done: asyncio.Task[None]) -> None:
+            # A task cancelled before it even started runs none of its code, so the machine's
+            # one answer for this Reserve (and the release by name) must come from here.
+            if done.cancelled():
+                self.inbox.put_nowait(m.NoProvider(action.attempt, message="reserve aborted"))
+                self._spawn(self._release_task(token, m.CANCELLED))
+
+        task.add_done_callback(aborted)
+
+    async def _reserve_task(self, action: m.Reserve, live: _Live, token: str) -> None:
+        r = self.request
         asked = self.clock()
         try:
             reservation = await self.registry.reserve(
@@ -281,11 +291,6 @@ class DispatchRun:
                 )
             )
             return
-        except asyncio.CancelledError:
-            # AbortReserve: the machine still needs its one answer for this attempt.
-            self.inbox.put_nowait(m.NoProvider(action.attempt, message="reserve aborted"))
-            self._spawn(self._release_task(token, m.CANCELLED))
-            raise
         live.reservation_id = reservation.reservation_id
         live.provider = reservation.provider_id
         live.version = reservation.provider_version
@@ -317,7 +322,9 @@ class DispatchRun:
         if session is None:
             self.inbox.put_nowait(m.Disconnected(attempt_id))
             return
-        link_id = f"{self.request.request_id}.{attempt_id}"
+        # Unique per attempt whatever the client sent as X-Request-Id: two requests sharing
+        # one must never share a link id (their frames would be routed to each other).
+        link_id = f"{self.request.request_id}.{attempt_id}.{uuid.uuid4().hex[:8]}"
         try:
             link = await session.start_attempt(
                 link_id,

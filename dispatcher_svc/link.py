@@ -136,8 +136,10 @@ class ProviderSession:
         ws: ServerConnection,
         register: link_pb2.Register,
         on_violation: Callable[[ProviderSession, str], None],
+        send_timeout_s: float = 30.0,
     ) -> None:
         self.ws = ws
+        self.send_timeout_s = send_timeout_s
         self.provider_id = register.provider_id
         self.version = register.version
         self.public_key = bytes(register.public_key)
@@ -154,11 +156,18 @@ class ProviderSession:
         self.closing: asyncio.Task[None] | None = None
 
     async def send(self, frame: link_pb2.Frame) -> None:
+        """Write one frame. A provider that stops reading (its socket buffer stays full past
+        `send_timeout_s`) is closed rather than allowed to block the dispatcher."""
         if self.closed:
             raise LinkClosedError(self.provider_id)
         try:
-            await self.ws.send(frame.SerializeToString())
+            async with asyncio.timeout(self.send_timeout_s):
+                await self.ws.send(frame.SerializeToString())
         except ConnectionClosed as exc:
+            raise LinkClosedError(self.provider_id) from exc
+        except TimeoutError as exc:
+            self.mark_closed()
+            self.ws.transport.abort()
             raise LinkClosedError(self.provider_id) from exc
 
     async def start_attempt(self, attempt_id: str, body: bytes, *, completions: bool) -> Attempt:
@@ -311,7 +320,9 @@ class LinkServer:
         if not reg.provider_id or len(reg.public_key) != 32:
             await ws.close(CLOSE_PROTOCOL, "register needs provider_id and a 32-byte public key")
             return None
-        session = ProviderSession(ws, reg, self._on_violation)
+        session = ProviderSession(
+            ws, reg, self._on_violation, send_timeout_s=self._config.challenge_timeout_s
+        )
         nonce = secrets.token_bytes(32)
         await session.send(
             link_pb2.Frame(

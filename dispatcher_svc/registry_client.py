@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from protos import provider_link_pb2 as link_pb2
 from protos import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
+RELEASE_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -143,15 +145,24 @@ class GrpcRegistry:
         )
 
     async def release(self, reservation_id: str, status_code: int) -> bool:
-        """Free the slot and feed the breaker; returns whether a cooldown was entered."""
-        try:
-            reply = await self._stub.Release(
-                registry_pb2.ReleaseRequest(reservation_id=reservation_id, status_code=status_code),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.error(
-                "release failed", extra={"reservation": reservation_id, "code": exc.code().name}
-            )
-            return False
-        return bool(reply.cooldown_entered)
+        """Free the slot and feed the breaker; returns whether a cooldown was entered.
+
+        Retried with backoff (a Release is safe to repeat: the registry frees a slot once),
+        because a lost Release would hold the slot for good (B12)."""
+        request = registry_pb2.ReleaseRequest(
+            reservation_id=reservation_id, status_code=status_code
+        )
+        for delay in (*RELEASE_RETRY_DELAYS_S, None):
+            try:
+                reply = await self._stub.Release(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                if delay is None:
+                    log.error(
+                        "release failed",
+                        extra={"reservation": reservation_id, "code": exc.code().name},
+                    )
+                    return False
+                await asyncio.sleep(delay)
+                continue
+            return bool(reply.cooldown_entered)
+        return False

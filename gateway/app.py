@@ -253,8 +253,8 @@ class Gateway:
         try:
             event = await call.read()
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                raise
+            if exc.code() == grpc.StatusCode.CANCELLED and call.cancelled():
+                raise  # we cancelled it ourselves (the client left)
             raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
         if event is grpc.aio.EOF:
             code = 502 if committed else 503

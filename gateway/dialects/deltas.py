@@ -72,6 +72,8 @@ def chat_deltas(chunk: bytes) -> list[Delta]:
         if not isinstance(call, dict):
             continue
         index = call.get("index", 0)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise BadChunk("provider sent a tool call with a non-integer index")
         fn = call.get("function")
         fn = fn if isinstance(fn, dict) else {}
         name, args, call_id = fn.get("name"), fn.get("arguments"), call.get("id")

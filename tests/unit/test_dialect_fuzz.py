@@ -136,3 +136,16 @@ def test_a9_renderers_survive_any_provider_chunk(stream: list[bytes]) -> None:
         except BadChunk:
             continue
         json.dumps(assembler.result(usage))
+
+
+def test_a9_tool_call_index_must_be_an_integer() -> None:
+    """A provider chunk with a non-integer tool-call index is a bad chunk, not a crash."""
+    import pytest
+
+    call = {"index": [1], "id": "x", "function": {"name": "f", "arguments": ""}}
+    bad = json.dumps({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+    for renderer in (ResponsesStream("m"), MessagesStream("m")):
+        with pytest.raises(BadChunk):
+            renderer.chunks([bad.encode()])
+    with pytest.raises(BadChunk):
+        ChatAssembler("m").add(bad.encode())

@@ -1,0 +1,85 @@
+"""The dispatch driver over fake links and registry: B12 and link-id hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from dispatcher_svc import machine as m
+from dispatcher_svc.driver import DispatchMetrics, DispatchRun
+from dispatcher_svc.link import LinkChunk, LinkServer
+from dispatcher_svc.registry_client import GrpcRegistry
+from protos import dispatcher_pb2
+from tests.unit.test_dispatch_metrics import (
+    CONTENT,
+    DONE,
+    STALL,
+    FakeAttempt,
+    FakeLinks,
+    FakeRegistry,
+    FakeSession,
+)
+
+
+class LateAttempt(FakeAttempt):
+    """Its first event arrives one loop tick late: in the same inbox batch as the timer."""
+
+    first = True
+
+    async def next_event(self) -> Any:
+        if self.first:
+            self.first = False
+            await asyncio.sleep(0)
+        return await super().next_event()
+
+
+class RecordingSession(FakeSession):
+    def __init__(self, script: Any, ids: list[str], late: bool = False) -> None:
+        super().__init__(script)
+        self.ids = ids
+        self.late = late
+
+    async def start_attempt(self, attempt_id: str, body: bytes, *, completions: bool) -> Any:
+        self.ids.append(attempt_id)
+        return (LateAttempt if self.late else FakeAttempt)(attempt_id, self.script)
+
+
+def make_run(links: FakeLinks, registry: FakeRegistry, **settings: Any) -> DispatchRun:
+    return DispatchRun(
+        dispatcher_pb2.DispatchRequest(request_id="same-id", model="m", body=b"{}"),
+        m.DispatchSettings(**settings),
+        cast(LinkServer, links),
+        cast(GrpcRegistry, registry),
+        DispatchMetrics(CollectorRegistry()),
+        queue_wait_s=1.0,
+    )
+
+
+async def test_b12_a_reserve_aborted_before_it_started_still_ends_the_run() -> None:
+    """The race timer and the first content in one batch: the machine reserves a backup and
+    aborts it in the same step. The run must still finish (it once waited forever)."""
+    ids: list[str] = []
+    links = FakeLinks({"a": [LinkChunk(CONTENT), DONE], "b": [STALL]})
+    links.sessions["a"] = RecordingSession(links.sessions["a"].script, ids, late=True)
+    registry = FakeRegistry(["a", "b"])
+    run = make_run(links, registry, speculative_ratio=0.0)
+    kinds = []
+    async with asyncio.timeout(5):
+        async for event in run.run():
+            kinds.append(event.WhichOneof("event"))
+    assert kinds[0] == "committed" and kinds[-1] == "completed"
+    assert ("r-a", m.SUCCESS) in registry.released
+
+
+async def test_f2_link_ids_are_unique_even_when_clients_reuse_a_request_id() -> None:
+    ids: list[str] = []
+    for _ in range(2):
+        links = FakeLinks({"a": [LinkChunk(CONTENT), DONE]})
+        links.sessions["a"] = RecordingSession(links.sessions["a"].script, ids)
+        async with asyncio.timeout(5):
+            async for _event in make_run(links, FakeRegistry(["a"])).run():
+                pass
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert all(i.startswith("same-id.1.") for i in ids)
