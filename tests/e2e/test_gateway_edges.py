@@ -118,3 +118,49 @@ def test_per_key_rate_limit_is_429_with_retry_after(edge_stack: Stack) -> None:
     assert 1 <= int(limited.headers["retry-after"]) <= 2
     # Other keys have their own bucket.
     assert post(edge_stack, "/chat/completions", body).status_code == 200
+
+
+A8_BODIES = {
+    "/chat/completions": {
+        "model": TEXT_MODEL,
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "x"}],
+    },
+    "/completions": {"model": TEXT_MODEL, "max_tokens": 2, "prompt": "x"},
+    "/responses": {"model": TEXT_MODEL, "max_output_tokens": 2, "input": "x"},
+    "/messages": {
+        "model": TEXT_MODEL,
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "x"}],
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", list(A8_BODIES))
+def test_a8_committed_responses_carry_routing_headers(
+    edge_stack: Stack, path: str, stream: bool
+) -> None:
+    body = {**A8_BODIES[path], "stream": stream}
+    with httpx.stream(
+        "POST",
+        f"{edge_stack.base_url}{path}",
+        json=body,
+        timeout=20,
+        headers={"Authorization": f"Bearer {API_KEY}", "X-Request-Id": "client-chosen-id"},
+    ) as r:
+        r.read()
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "client-chosen-id"
+    assert r.headers["x-provider-id"] in {"sim-a", "sim-b"}
+    assert r.headers["x-provider-version"] and int(r.headers["x-attempts"]) >= 1
+    timing = json.loads(r.headers["x-timing"])
+    assert set(timing) == {
+        "parse_us",
+        "normalize_us",
+        "admit_us",
+        "queue_us",
+        "dispatch_us",
+        "provider_us",
+    }
+    assert all(isinstance(v, int) and v >= 0 for v in timing.values())
