@@ -273,15 +273,3 @@ class MessagesStream:
     def error(self, status: int, message: str) -> bytes:
         kind = "overloaded_error" if status == 503 else "api_error"
         return self._start() + self._event("error", error={"type": kind, "message": message})
-
-
-class MessagesAssembler:
-    def __init__(self, public_model: str) -> None:
-        self._stream = MessagesStream(public_model)
-
-    def add(self, chunk: bytes) -> None:
-        self._stream.chunks([chunk])
-
-    def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
-        self._stream.completed(usage)
-        return self._stream.message(usage, final=True)

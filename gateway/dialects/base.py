@@ -28,3 +28,23 @@ class Dialect:
     lower: Callable[[dict[str, Any], bytes, int], CanonicalRequest]
     stream: Callable[[CanonicalRequest], StreamRenderer]
     assembler: Callable[[CanonicalRequest], Assembler]
+
+
+class FinalObjectAssembler:
+    """Non-streaming for dialects whose stream renderer also builds the final object: feed
+    it the chunks, complete it, and answer with what `final(usage)` returns."""
+
+    def __init__(
+        self,
+        renderer: StreamRenderer,
+        final: Callable[[common_pb2.Usage], dict[str, Any]],
+    ) -> None:
+        self._renderer = renderer
+        self._final = final
+
+    def add(self, chunk: bytes) -> None:
+        self._renderer.chunks([chunk])
+
+    def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
+        self._renderer.completed(usage)
+        return self._final(usage)

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from gateway.dialects import anthropic, chat, completions, responses
-from gateway.dialects.base import Dialect
+from gateway.dialects.base import Dialect, FinalObjectAssembler
+
+
+def responses_assembler(model: str) -> FinalObjectAssembler:
+    stream = responses.ResponsesStream(model)
+    return FinalObjectAssembler(stream, lambda usage: stream.response("completed", usage))
+
+
+def messages_assembler(model: str) -> FinalObjectAssembler:
+    stream = anthropic.MessagesStream(model)
+    return FinalObjectAssembler(stream, lambda usage: stream.message(usage, final=True))
+
 
 CHAT = Dialect(
     name="chat",
@@ -24,12 +35,12 @@ RESPONSES = Dialect(
     anthropic_errors=False,
     lower=responses.lower,
     stream=lambda req: responses.ResponsesStream(req.model),
-    assembler=lambda req: responses.ResponsesAssembler(req.model),
+    assembler=lambda req: responses_assembler(req.model),
 )
 MESSAGES = Dialect(
     name="messages",
     anthropic_errors=True,
     lower=anthropic.lower,
     stream=lambda req: anthropic.MessagesStream(req.model),
-    assembler=lambda req: anthropic.MessagesAssembler(req.model),
+    assembler=lambda req: messages_assembler(req.model),
 )

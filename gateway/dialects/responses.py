@@ -328,17 +328,3 @@ class ResponsesStream:
             + self._event("error", code="provider_error", message=message, param=None, error=err)
             + self._event("response.failed", response=failed)
         )
-
-
-class ResponsesAssembler:
-    """Non-streaming: run the same renderer and answer with its final response object."""
-
-    def __init__(self, public_model: str) -> None:
-        self._stream = ResponsesStream(public_model)
-
-    def add(self, chunk: bytes) -> None:
-        self._stream.chunks([chunk])
-
-    def result(self, usage: common_pb2.Usage) -> dict[str, Any]:
-        self._stream.completed(usage)
-        return self._stream.response("completed", usage)

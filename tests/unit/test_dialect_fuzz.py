@@ -9,12 +9,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dialects.anthropic import MessagesAssembler, MessagesStream
+from gateway.dialects.anthropic import MessagesStream
 from gateway.dialects.chat import ChatAssembler, ChatStream
 from gateway.dialects.completions import CompletionsAssembler
 from gateway.dialects.deltas import BadChunk
-from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
-from gateway.dialects.responses import ResponsesAssembler, ResponsesStream
+from gateway.dialects.registry import (
+    CHAT,
+    COMPLETIONS,
+    MESSAGES,
+    RESPONSES,
+    messages_assembler,
+    responses_assembler,
+)
+from gateway.dialects.responses import ResponsesStream
 from gateway.errors import ApiError
 from protos import hedgerow_common_pb2 as common_pb2
 
@@ -127,8 +134,8 @@ def test_a9_renderers_survive_any_provider_chunk(stream: list[bytes]) -> None:
     for assembler in (
         ChatAssembler("m"),
         CompletionsAssembler("m"),
-        ResponsesAssembler("m"),
-        MessagesAssembler("m"),
+        responses_assembler("m"),
+        messages_assembler("m"),
     ):
         try:
             for chunk in stream:
