@@ -4,6 +4,7 @@ frames) and records every decrypted request body: it shows what a provider reall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,16 @@ class RecordingProvider:
                 ).SerializeToString()
             )
             reader = asyncio.ensure_future(self._read(ws))
-            await self._stop.wait()
+            # Heartbeat like a real provider, or the dispatcher drops us after its
+            # (test-shrunk) silence limit whenever the machine is slow.
+            while not self._stop.is_set():
+                if self.registered.is_set():
+                    beat = link_pb2.Frame(
+                        heartbeat=link_pb2.Heartbeat(loads=[link_pb2.ModelLoad(model=self.model)])
+                    )
+                    await ws.send(beat.SerializeToString())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.3)
             reader.cancel()
 
     async def _read(self, ws: ClientConnection) -> None:
