@@ -15,9 +15,8 @@ import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
-
 from provider_agent.engines.base import EngineError, EngineOutput, Finished, GenerateRequest
+from provider_agent.engines.http1 import Http1Client, HttpError, HttpTimeout
 
 # Client errors the router must not retry elsewhere (B11) and overload signals it should.
 _PASSTHROUGH = frozenset({400, 413, 415, 422, 429, 500, 502, 503, 504})
@@ -108,7 +107,7 @@ def _checked(payload: bytes, usage: dict[str, Any], model: str) -> bytes | None:
 
 
 class OpenAIEngine:
-    """One pooled HTTP client per agent; `aclose()` at shutdown."""
+    """One pool of keep-alive upstream connections per agent; `aclose()` at shutdown."""
 
     def __init__(
         self,
@@ -117,17 +116,17 @@ class OpenAIEngine:
         timeout_s: float = 600.0,
         connect_timeout_s: float = 10.0,
         api_key: str = "",
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        base = base_url.rstrip("/")
+        headers = {"accept": "text/event-stream"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
         # Accept both `http://host:port` and `http://host:port/v1`.
-        self._prefix = "" if base.endswith("/v1") else "/v1"
-        self._client = httpx.AsyncClient(
-            base_url=base,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+        self._prefix = "" if base_url.rstrip("/").endswith("/v1") else "/v1"
+        self._client = Http1Client(
+            base_url,
             headers=headers,
-            transport=transport,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=timeout_s,
         )
 
     async def aclose(self) -> None:
@@ -138,19 +137,20 @@ class OpenAIEngine:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         path = self._prefix + ("/completions" if request.completions else "/chat/completions")
+        encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         usage: dict[str, Any] = {}
         produced = 0
         try:
-            async with self._client.stream("POST", path, json=body) as response:
-                if response.status_code != 200:
-                    detail = _error_detail(await response.aread())
+            async with self._client.post(path, encoded) as response:
+                if response.status != 200:
+                    detail = _error_detail(await response.read())
                     raise EngineError(
-                        upstream_status(response.status_code),
-                        f"upstream {response.status_code}: {detail}",
+                        upstream_status(response.status),
+                        f"upstream {response.status}: {detail}",
                     )
                 done = False
                 pending = b""
-                received = response.aiter_bytes()
+                received = response.stream()
                 async for data in received:
                     *events, pending = _EVENT_END.split(pending + data)
                     batch: list[bytes] = []
@@ -172,10 +172,10 @@ class OpenAIEngine:
                         break
                 if not done:
                     raise EngineError(502, "upstream stream ended without [DONE]")
-        except httpx.TimeoutException as exc:
-            raise EngineError(504, f"upstream timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise EngineError(502, f"upstream connection failed: {exc!r}") from exc
+        except HttpTimeout as exc:
+            raise EngineError(504, f"upstream timed out: {exc}") from exc
+        except HttpError as exc:
+            raise EngineError(502, f"upstream connection failed: {exc}") from exc
         yield Finished(
             int(usage.get("prompt_tokens") or request.prompt_tokens),
             int(usage.get("completion_tokens") or produced),

@@ -8,10 +8,9 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from provider_agent.engines.base import EngineError, EngineOutput, Finished, GenerateRequest
@@ -121,7 +120,30 @@ async def test_stream_without_done_is_502(upstream: FakeUpstream) -> None:
     assert info.value.status == 502
 
 
-async def test_unreachable_upstream_is_502_and_timeout_is_504() -> None:
+CONTENT_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(reply: bytes | None) -> AsyncIterator[str]:
+    """A socket-level upstream: reads one request head and writes `reply` (None: says
+    nothing at all), then holds the connection open until the client leaves."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            if reply is not None:
+                writer.write(reply)
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_unreachable_upstream_is_502() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connection refused
@@ -132,15 +154,29 @@ async def test_unreachable_upstream_is_502_and_timeout_is_504() -> None:
         finally:
             await engine.aclose()
     assert info.value.status == 502
+    assert "cannot connect" in info.value.message
 
-    def timeout(_request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow upstream")
 
-    engine = OpenAIEngine("http://upstream.invalid", transport=httpx.MockTransport(timeout))
-    with pytest.raises(EngineError) as info:
-        await collect(engine, request())
-    await engine.aclose()
+@pytest.mark.parametrize(
+    "reply",
+    [
+        None,  # never answers
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",  # head, then silence
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(CONTENT_EVENT), CONTENT_EVENT),  # content, then silence
+    ],
+    ids=["no-head", "head-only", "mid-stream"],
+)
+async def test_silent_upstream_times_out_as_504(reply: bytes | None) -> None:
+    async with raw_upstream(reply) as url:
+        engine = OpenAIEngine(url, timeout_s=0.2)
+        try:
+            with pytest.raises(EngineError) as info:
+                await collect(engine, request())
+        finally:
+            await engine.aclose()
     assert info.value.status == 504
+    assert "timed out" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -148,16 +184,15 @@ async def test_unreachable_upstream_is_502_and_timeout_is_504() -> None:
     [("data: {not json", 502), ('data: {"error": {"message": "oom"}}', 500)],
 )
 async def test_malformed_or_error_event_mid_stream(line: str, status: int) -> None:
-    def reply(_request: httpx.Request) -> httpx.Response:
-        body = 'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n' + line + "\n\n"
-        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
-
-    engine = OpenAIEngine("http://upstream.invalid", transport=httpx.MockTransport(reply))
-    seen: list[EngineOutput] = []
-    with pytest.raises(EngineError) as info:
-        async for out in engine.generate(request()):
-            seen.extend(out) if isinstance(out, list) else seen.append(out)
-    await engine.aclose()
+    body = ('data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n' + line + "\n\n").encode()
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(body)}"
+    async with raw_upstream(head.encode() + b"\r\n\r\n" + body) as url:
+        engine = OpenAIEngine(url)
+        seen: list[EngineOutput] = []
+        with pytest.raises(EngineError) as info:
+            async for out in engine.generate(request()):
+                seen.extend(out) if isinstance(out, list) else seen.append(out)
+        await engine.aclose()
     # The good chunk before the bad one (same network read) is still delivered first.
     assert len(seen) == 1 and info.value.status == status
 
