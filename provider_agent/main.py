@@ -53,11 +53,12 @@ async def run_agent(config: AgentConfig) -> None:
                 "system": card.cap_system,
             },
         )
-    engine = build_engine(config)
+    handler = RequestHandler(cards, build_engine(config), strictness)
+    log.info("templates compiled", extra={"count": handler.warm_templates()})
     try:
-        await _serve_until_signal(LinkClient(config, RequestHandler(cards, engine, strictness)))
+        await _serve_until_signal(LinkClient(config, handler))
     finally:
-        await engine.aclose()
+        await handler.engine.aclose()
 
 
 async def _serve_until_signal(client: LinkClient) -> None:
