@@ -133,12 +133,14 @@ class DispatchRun:
     _committed: int | None = None
     _started: float = 0.0
 
-    async def run(self) -> AsyncIterator[dispatcher_pb2.DispatchEvent]:
+    async def run(self) -> AsyncIterator[list[dispatcher_pb2.DispatchEvent]]:
+        """Yields the gateway's events, one list per machine step (never empty)."""
         self._started = self.clock()
         state, actions = m.start(self.settings, self.request.prompt_tokens)
         try:
             while True:
-                for out in self._execute(actions):
+                out = self._execute(actions)
+                if out:
                     yield out
                 if state.finished:
                     return
@@ -432,7 +434,7 @@ class Dispatcher:
 
     async def dispatch(
         self, request: dispatcher_pb2.DispatchRequest
-    ) -> AsyncIterator[dispatcher_pb2.DispatchEvent]:
+    ) -> AsyncIterator[list[dispatcher_pb2.DispatchEvent]]:
         run = DispatchRun(
             request,
             self._settings,
@@ -443,8 +445,8 @@ class Dispatcher:
         )
         self._runs.add(run)
         try:
-            async for event in run.run():
-                yield event
+            async for events in run.run():
+                yield events
         finally:
             self._runs.discard(run)
             if not self._runs:

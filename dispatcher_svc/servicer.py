@@ -16,6 +16,6 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def Dispatch(
         self, request: dispatcher_pb2.DispatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[dispatcher_pb2.DispatchEvent]:
-        async for event in self._dispatcher.dispatch(request):
-            yield event
+    ) -> AsyncIterator[dispatcher_pb2.DispatchEvents]:
+        async for events in self._dispatcher.dispatch(request):
+            yield dispatcher_pb2.DispatchEvents(events=events)

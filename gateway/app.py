@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from gateway.backends import Backends
 from gateway.canonical import CanonicalRequest
 from gateway.config import GatewayConfig
-from gateway.dialects.base import Dialect
+from gateway.dialects.base import Dialect, StreamRenderer
 from gateway.dialects.deltas import BadChunk
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, bad_request, error_response, from_failed
@@ -69,6 +70,51 @@ class Timing:
 
 class ClientGone(Exception):
     """The client disconnected before anything was written."""
+
+
+class DispatchEvents:
+    """The dispatcher's events for one request. They arrive one message per dispatch step
+    (Committed with the held chunks, the last chunks with Completed); `next()` hands them
+    out one at a time, `batch()` everything the current message still holds."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self._pending: deque[dispatcher_pb2.DispatchEvent] = deque()
+
+    async def next(self, *, committed: bool) -> dispatcher_pb2.DispatchEvent:
+        if not self._pending:
+            self._pending.extend(await self._receive(committed))
+        return self._pending.popleft()
+
+    async def batch(self, *, committed: bool) -> list[dispatcher_pb2.DispatchEvent]:
+        if self._pending:
+            events = list(self._pending)
+            self._pending.clear()
+            return events
+        return await self._receive(committed)
+
+    async def _receive(self, committed: bool) -> list[dispatcher_pb2.DispatchEvent]:
+        """The next message's events (never empty); a broken or ended stream is told as
+        the event the gateway would have answered with (A8: 503 before commit, an in-band
+        502 after it)."""
+        try:
+            message = await self.call.read()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and self.call.cancelled():
+                raise  # we cancelled it ourselves (the client left)
+            raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
+        if message is grpc.aio.EOF or not message.events:
+            if committed:
+                ended = dispatcher_pb2.StreamError(status_code=502, message="dispatch ended")
+                return [dispatcher_pb2.DispatchEvent(stream_error=ended)]
+            failed = dispatcher_pb2.Failed(
+                http_status=503,
+                code="service_unavailable",
+                message="dispatch ended without an answer",
+            )
+            return [dispatcher_pb2.DispatchEvent(failed=failed)]
+        assert isinstance(message, dispatcher_pb2.DispatchEvents)
+        return list(message.events)
 
 
 async def _client_gone(request: Request) -> None:
@@ -202,8 +248,9 @@ class Gateway:
                 allowlist=list(req.allowlist),
             )
         )
+        events = DispatchEvents(call)
         try:
-            committed = await _unless_client_gone(request, self._await_commit(call))
+            committed = await _unless_client_gone(request, self._await_commit(events))
         except BaseException:
             call.cancel()
             raise
@@ -226,20 +273,20 @@ class Gateway:
         }
         if req.stream:
             return StreamingResponse(
-                self._relay(call, dialect, req),
+                self._relay(events, dialect, req),
                 media_type="text/event-stream",
                 headers={**headers, **SSE_HEADERS},
             )
         try:
-            body = await _unless_client_gone(request, self._assemble(call, dialect, req))
+            body = await _unless_client_gone(request, self._assemble(events, dialect, req))
         finally:
             call.cancel()
         return JSONResponse(body, headers=headers)
 
-    async def _await_commit(self, call: Any) -> dispatcher_pb2.Committed:
+    async def _await_commit(self, events: DispatchEvents) -> dispatcher_pb2.Committed:
         """A8: nothing is written before the dispatcher commits or fails."""
         while True:
-            event = await self._read(call, committed=False)
+            event = await events.next(committed=False)
             kind = event.WhichOneof("event")
             if kind == "committed":
                 return event.committed
@@ -249,68 +296,58 @@ class Gateway:
             if kind != "queued":
                 raise ApiError(502, "provider_error", f"dispatcher sent {kind} before commit")
 
-    async def _read(self, call: Any, *, committed: bool) -> dispatcher_pb2.DispatchEvent:
-        try:
-            event = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED and call.cancelled():
-                raise  # we cancelled it ourselves (the client left)
-            raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
-        if event is grpc.aio.EOF:
-            code = 502 if committed else 503
-            return (
-                dispatcher_pb2.DispatchEvent(
-                    stream_error=dispatcher_pb2.StreamError(
-                        status_code=code, message="dispatch ended"
-                    )
-                )
-                if committed
-                else dispatcher_pb2.DispatchEvent(
-                    failed=dispatcher_pb2.Failed(
-                        http_status=code,
-                        code="service_unavailable",
-                        message="dispatch ended without an answer",
-                    )
-                )
-            )
-        assert isinstance(event, dispatcher_pb2.DispatchEvent)
-        return event
-
     async def _relay(
-        self, call: Any, dialect: Dialect, req: CanonicalRequest
+        self, events: DispatchEvents, dialect: Dialect, req: CanonicalRequest
     ) -> AsyncIterator[bytes]:
+        """Streams the rendered events; what arrived in one message goes out in one write
+        (every chunk still its own SSE event)."""
         renderer = dialect.stream(req)
         try:
             while True:
                 try:
-                    event = await self._read(call, committed=True)
+                    batch = await events.batch(committed=True)
                 except ApiError as err:
                     self.metrics.in_band_errors.labels(dialect.name).inc()
                     yield renderer.error(502, err.message)
                     return
-                kind = event.WhichOneof("event")
-                if kind == "chunks":
-                    try:
-                        rendered = renderer.chunks(list(event.chunks.chunks))
-                    except BadChunk as exc:
-                        self.metrics.in_band_errors.labels(dialect.name).inc()
-                        yield renderer.error(502, str(exc))
-                        return
-                    yield rendered
-                elif kind == "completed":
-                    yield renderer.completed(event.completed.usage)
-                    return
-                elif kind == "stream_error":
-                    self.metrics.in_band_errors.labels(dialect.name).inc()
-                    yield renderer.error(event.stream_error.status_code, event.stream_error.message)
+                out, ended = self._render(batch, renderer, dialect)
+                if out:
+                    yield out
+                if ended:
                     return
         finally:
-            call.cancel()
+            events.call.cancel()
 
-    async def _assemble(self, call: Any, dialect: Dialect, req: CanonicalRequest) -> dict[str, Any]:
+    def _render(
+        self, batch: list[dispatcher_pb2.DispatchEvent], renderer: StreamRenderer, dialect: Dialect
+    ) -> tuple[bytes, bool]:
+        """The bytes for `batch`, and whether the stream ends with them."""
+        parts: list[bytes] = []
+        for event in batch:
+            kind = event.WhichOneof("event")
+            if kind == "chunks":
+                try:
+                    parts.append(renderer.chunks(list(event.chunks.chunks)))
+                except BadChunk as exc:
+                    self.metrics.in_band_errors.labels(dialect.name).inc()
+                    parts.append(renderer.error(502, str(exc)))
+                    return b"".join(parts), True
+            elif kind == "completed":
+                parts.append(renderer.completed(event.completed.usage))
+                return b"".join(parts), True
+            elif kind == "stream_error":
+                self.metrics.in_band_errors.labels(dialect.name).inc()
+                e = event.stream_error
+                parts.append(renderer.error(e.status_code, e.message))
+                return b"".join(parts), True
+        return b"".join(parts), False
+
+    async def _assemble(
+        self, events: DispatchEvents, dialect: Dialect, req: CanonicalRequest
+    ) -> dict[str, Any]:
         assembler = dialect.assembler(req)
         while True:
-            event = await self._read(call, committed=True)
+            event = await events.next(committed=True)
             kind = event.WhichOneof("event")
             if kind == "chunks":
                 try:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from protos import hedgerow_common_pb2 as hedgerow__common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x13hedgerow.dispatcher\x1a\x15hedgerow_common.proto\"\xd2\x01\n\x0f\x44ispatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .hedgerow.dispatcher.RequestKind\x12 \n\x06traits\x18\x05 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tallowlist\x18\x08 \x03(\t\"\x1f\n\x06Queued\x12\x15\n\rretry_after_s\x18\x01 \x01(\x01\"\x9a\x01\n\tCommitted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x18\n\x10provider_version\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x10\n\x08queue_us\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ispatch_us\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_us\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x64mit_us\x18\x07 \x01(\x03\"\x18\n\x06\x43hunks\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\x0c\"+\n\tCompleted\x12\x1e\n\x05usage\x18\x01 \x01(\x0b\x32\x0f.hedgerow.Usage\"3\n\x0bStreamError\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"S\n\x06\x46\x61iled\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\"\xc9\x02\n\rDispatchEvent\x12-\n\x06queued\x18\x01 \x01(\x0b\x32\x1b.hedgerow.dispatcher.QueuedH\x00\x12\x33\n\tcommitted\x18\x02 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CommittedH\x00\x12-\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x1b.hedgerow.dispatcher.ChunksH\x00\x12\x33\n\tcompleted\x18\x04 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CompletedH\x00\x12\x38\n\x0cstream_error\x18\x05 \x01(\x0b\x32 .hedgerow.dispatcher.StreamErrorH\x00\x12-\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x1b.hedgerow.dispatcher.FailedH\x00\x42\x07\n\x05\x65vent*`\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11REQUEST_KIND_CHAT\x10\x01\x12\x1c\n\x18REQUEST_KIND_COMPLETIONS\x10\x02\x32\x64\n\nDispatcher\x12V\n\x08\x44ispatch\x12$.hedgerow.dispatcher.DispatchRequest\x1a\".hedgerow.dispatcher.DispatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x13hedgerow.dispatcher\x1a\x15hedgerow_common.proto\"\xd2\x01\n\x0f\x44ispatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .hedgerow.dispatcher.RequestKind\x12 \n\x06traits\x18\x05 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tallowlist\x18\x08 \x03(\t\"\x1f\n\x06Queued\x12\x15\n\rretry_after_s\x18\x01 \x01(\x01\"\x9a\x01\n\tCommitted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x18\n\x10provider_version\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x10\n\x08queue_us\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ispatch_us\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_us\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x64mit_us\x18\x07 \x01(\x03\"\x18\n\x06\x43hunks\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\x0c\"+\n\tCompleted\x12\x1e\n\x05usage\x18\x01 \x01(\x0b\x32\x0f.hedgerow.Usage\"3\n\x0bStreamError\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"S\n\x06\x46\x61iled\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\"\xc9\x02\n\rDispatchEvent\x12-\n\x06queued\x18\x01 \x01(\x0b\x32\x1b.hedgerow.dispatcher.QueuedH\x00\x12\x33\n\tcommitted\x18\x02 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CommittedH\x00\x12-\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x1b.hedgerow.dispatcher.ChunksH\x00\x12\x33\n\tcompleted\x18\x04 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CompletedH\x00\x12\x38\n\x0cstream_error\x18\x05 \x01(\x0b\x32 .hedgerow.dispatcher.StreamErrorH\x00\x12-\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x1b.hedgerow.dispatcher.FailedH\x00\x42\x07\n\x05\x65vent\"D\n\x0e\x44ispatchEvents\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".hedgerow.dispatcher.DispatchEvent*`\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11REQUEST_KIND_CHAT\x10\x01\x12\x1c\n\x18REQUEST_KIND_COMPLETIONS\x10\x02\x32\x65\n\nDispatcher\x12W\n\x08\x44ispatch\x12$.hedgerow.dispatcher.DispatchRequest\x1a#.hedgerow.dispatcher.DispatchEvents0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dispatcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTKIND']._serialized_start=1008
-  _globals['_REQUESTKIND']._serialized_end=1104
+  _globals['_REQUESTKIND']._serialized_start=1078
+  _globals['_REQUESTKIND']._serialized_end=1174
   _globals['_DISPATCHREQUEST']._serialized_start=65
   _globals['_DISPATCHREQUEST']._serialized_end=275
   _globals['_QUEUED']._serialized_start=277
@@ -50,6 +50,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILED']._serialized_end=674
   _globals['_DISPATCHEVENT']._serialized_start=677
   _globals['_DISPATCHEVENT']._serialized_end=1006
-  _globals['_DISPATCHER']._serialized_start=1106
-  _globals['_DISPATCHER']._serialized_end=1206
+  _globals['_DISPATCHEVENTS']._serialized_start=1008
+  _globals['_DISPATCHEVENTS']._serialized_end=1076
+  _globals['_DISPATCHER']._serialized_start=1176
+  _globals['_DISPATCHER']._serialized_end=1277
 # @@protoc_insertion_point(module_scope)

@@ -108,3 +108,9 @@ class DispatchEvent(_message.Message):
     stream_error: StreamError
     failed: Failed
     def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., chunks: _Optional[_Union[Chunks, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., stream_error: _Optional[_Union[StreamError, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ...) -> None: ...
+
+class DispatchEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[DispatchEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[DispatchEvent, _Mapping]]] = ...) -> None: ...

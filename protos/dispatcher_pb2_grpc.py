@@ -38,7 +38,7 @@ class DispatcherStub:
         self.Dispatch = channel.unary_stream(
                 '/hedgerow.dispatcher.Dispatcher/Dispatch',
                 request_serializer=dispatcher__pb2.DispatchRequest.SerializeToString,
-                response_deserializer=dispatcher__pb2.DispatchEvent.FromString,
+                response_deserializer=dispatcher__pb2.DispatchEvents.FromString,
                 _registered_method=True)
 
 
@@ -58,7 +58,7 @@ def add_DispatcherServicer_to_server(servicer, server):
             'Dispatch': grpc.unary_stream_rpc_method_handler(
                     servicer.Dispatch,
                     request_deserializer=dispatcher__pb2.DispatchRequest.FromString,
-                    response_serializer=dispatcher__pb2.DispatchEvent.SerializeToString,
+                    response_serializer=dispatcher__pb2.DispatchEvents.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,7 +88,7 @@ class Dispatcher:
             target,
             '/hedgerow.dispatcher.Dispatcher/Dispatch',
             dispatcher__pb2.DispatchRequest.SerializeToString,
-            dispatcher__pb2.DispatchEvent.FromString,
+            dispatcher__pb2.DispatchEvents.FromString,
             options,
             channel_credentials,
             insecure,

@@ -140,10 +140,10 @@ async def dispatch(
         DispatchMetrics(prom),
         queue_wait_s=1.0,
     )
-    events = cast(AsyncGenerator[dispatcher_pb2.DispatchEvent, None], run.run())
+    events = cast(AsyncGenerator[list[dispatcher_pb2.DispatchEvent], None], run.run())
     async with asyncio.timeout(5):
-        async for event in events:
-            if stop_after_commit and event.HasField("chunks"):
+        async for batch in events:
+            if stop_after_commit and any(event.HasField("chunks") for event in batch):
                 await events.aclose()  # the client goes away mid-stream
                 break
     assert len(registry.released) == sum(1 for p in scripts if p not in registry.queue)

@@ -65,10 +65,10 @@ async def test_b12_a_reserve_aborted_before_it_started_still_ends_the_run() -> N
     links.sessions["a"] = RecordingSession(links.sessions["a"].script, ids, late=True)
     registry = FakeRegistry(["a", "b"])
     run = make_run(links, registry, speculative_ratio=0.0)
-    kinds = []
+    kinds: list[str | None] = []
     async with asyncio.timeout(5):
-        async for event in run.run():
-            kinds.append(event.WhichOneof("event"))
+        async for batch in run.run():
+            kinds.extend(event.WhichOneof("event") for event in batch)
     assert kinds[0] == "committed" and kinds[-1] == "completed"
     assert ("r-a", m.SUCCESS) in registry.released
 
@@ -79,7 +79,22 @@ async def test_f2_link_ids_are_unique_even_when_clients_reuse_a_request_id() -> 
         links = FakeLinks({"a": [LinkChunk(CONTENT), DONE]})
         links.sessions["a"] = RecordingSession(links.sessions["a"].script, ids)
         async with asyncio.timeout(5):
-            async for _event in make_run(links, FakeRegistry(["a"])).run():
+            async for _batch in make_run(links, FakeRegistry(["a"])).run():
                 pass
     assert len(ids) == 2 and ids[0] != ids[1]
     assert all(i.startswith("same-id.1.") for i in ids)
+
+
+async def test_b1_commit_travels_with_the_held_preamble_in_one_message() -> None:
+    """The events of one dispatch step are one gRPC message: Committed, the held role chunk
+    and the first content reach the gateway together (each chunk still its own event)."""
+    role = b'{"choices":[{"index":0,"delta":{"role":"assistant"}}]}'
+    links = FakeLinks({"a": [LinkChunk(role), LinkChunk(CONTENT), DONE]})
+    batches: list[list[dispatcher_pb2.DispatchEvent]] = []
+    async with asyncio.timeout(5):
+        async for batch in make_run(links, FakeRegistry(["a"])).run():
+            batches.append(batch)
+    first = batches[0]
+    assert first[0].WhichOneof("event") == "committed"
+    assert [c for e in first[1:] for c in e.chunks.chunks] == [role, CONTENT]
+    assert batches[-1][-1].WhichOneof("event") == "completed"
