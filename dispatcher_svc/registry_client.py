@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ class Reservation:
 
 class NoReservation(Exception):
     """Reserve found no provider: the registry's HTTP status, code, message and retry-after
-    (carried in trailing metadata; an unreachable registry is a 503)."""
+    (an unreachable registry is a 503)."""
 
     def __init__(self, http_status: int, code: str, detail: str, retry_after_s: float) -> None:
         super().__init__(detail)
@@ -37,24 +39,92 @@ class NoReservation(Exception):
         self.detail = detail
         self.retry_after_s = retry_after_s
 
-    @classmethod
-    def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> NoReservation:
-        trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
+
+class SlotsUnavailable(Exception):
+    """The Slots stream broke (or could not be opened) before the answer came."""
+
+
+class SlotStream:
+    """Reserve and Release calls multiplexed over one `Slots` stream, opened on first use
+    and opened again after it breaks. Calls in flight when it breaks fail with
+    SlotsUnavailable (the registry releases what the stream held)."""
+
+    def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
+        self._stub = stub
+        self._stream: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
+        self._pending: dict[int, asyncio.Future[registry_pb2.SlotAnswer]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    async def call(self, call: registry_pb2.SlotCall, timeout_s: float) -> registry_pb2.SlotAnswer:
+        """Send `call` and wait up to `timeout_s` for its answer."""
+        if self._closed:
+            raise SlotsUnavailable("registry client closed")
+        stream = self._open()
+        call.call_id = next(self._ids)
+        answer: asyncio.Future[registry_pb2.SlotAnswer] = asyncio.get_running_loop().create_future()
+        self._pending[call.call_id] = answer
         try:
-            status = int(trailers.get("hedgerow-http-status", "503"))
-            retry_after = float(trailers.get("hedgerow-retry-after", "0"))
-        except ValueError:
-            status, retry_after = 503, 0.0
-        code = trailers.get("hedgerow-code", "model_unavailable")
-        return cls(status, code, exc.details() or "registry unavailable", retry_after)
+            async with asyncio.timeout(timeout_s):
+                try:
+                    async with self._write_lock:
+                        await stream.write(call)
+                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                    # The stream is ending; the reader fails every pending call.
+                    pass
+                return await answer
+        except TimeoutError:
+            raise SlotsUnavailable(f"no answer from the registry within {timeout_s:g} s") from None
+        finally:
+            self._pending.pop(call.call_id, None)
+
+    def _open(self) -> grpc.aio.StreamStreamCall:  # type: ignore[type-arg]
+        if self._stream is not None:
+            return self._stream
+        stream = self._stub.Slots()
+        self._stream = stream
+        self._reader = asyncio.get_running_loop().create_task(self._read(stream))
+        return stream
+
+    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        error = "slot stream ended"
+        try:
+            while (answer := await stream.read()) is not grpc.aio.EOF:
+                future = self._pending.get(answer.call_id)
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        except grpc.aio.AioRpcError as exc:
+            error = f"slot stream broke: {exc.code().name}"
+            log.warning("registry slot stream broke", extra={"code": exc.code().name})
+        finally:
+            if self._stream is stream:
+                self._stream = None  # the next call opens a new stream
+            stream.cancel()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(SlotsUnavailable(error))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
 
 class GrpcRegistry:
-    """Implements the link layer's RegistryPort and the dispatcher's reserve/release calls."""
+    """Implements the link layer's RegistryPort and the dispatcher's reserve/release calls
+    (those two over one `Slots` stream)."""
 
     def __init__(self, channel: grpc.aio.Channel, rpc_timeout_s: float = 5.0) -> None:
         self._stub = registry_pb2_grpc.RegistryStub(channel)
         self._timeout = rpc_timeout_s
+        self._slots = SlotStream(self._stub)
+
+    async def aclose(self) -> None:
+        await self._slots.aclose()
 
     # --- RegistryPort (link layer): failures are logged, never raised into the session ---
 
@@ -136,10 +206,16 @@ class GrpcRegistry:
             may_queue=may_queue,
             reservation_id=reservation_id,
         )
+        call = registry_pb2.SlotCall(reserve=request, timeout_s=timeout_s)
         try:
-            reply = await self._stub.Reserve(request, timeout=timeout_s + self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise NoReservation.from_rpc_error(exc) from exc
+            answer = await self._slots.call(call, timeout_s + self._timeout)
+        except SlotsUnavailable as exc:
+            raise NoReservation(503, "model_unavailable", str(exc), 0.0) from exc
+        if answer.WhichOneof("answer") != "reserved":
+            r = answer.refused
+            code = r.code or "model_unavailable"
+            raise NoReservation(r.http_status or 503, code, r.message, r.retry_after_s)
+        reply = answer.reserved
         return Reservation(
             reply.reservation_id, reply.provider_id, reply.provider_version, reply.queued_s
         )
@@ -148,21 +224,22 @@ class GrpcRegistry:
         """Free the slot and feed the breaker; returns whether a cooldown was entered.
 
         Retried with backoff (a Release is safe to repeat: the registry frees a slot once),
-        because a lost Release would hold the slot for good (B12)."""
+        because a lost Release would hold the slot until the stream ends (B12)."""
         request = registry_pb2.ReleaseRequest(
             reservation_id=reservation_id, status_code=status_code
         )
         for delay in (*RELEASE_RETRY_DELAYS_S, None):
             try:
-                reply = await self._stub.Release(request, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
+                answer = await self._slots.call(
+                    registry_pb2.SlotCall(release=request), self._timeout
+                )
+            except SlotsUnavailable as exc:
                 if delay is None:
                     log.error(
-                        "release failed",
-                        extra={"reservation": reservation_id, "code": exc.code().name},
+                        "release failed", extra={"reservation": reservation_id, "error": str(exc)}
                     )
                     return False
                 await asyncio.sleep(delay)
                 continue
-            return bool(reply.cooldown_entered)
+            return bool(answer.released.cooldown_entered)
         return False

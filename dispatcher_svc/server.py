@@ -32,12 +32,14 @@ class DispatcherRuntime:
     links: LinkServer
     link_port: int
     channel: grpc.aio.Channel
+    registry: GrpcRegistry
     dispatcher: Dispatcher
 
     async def stop(self) -> None:
         await self.dispatcher.shutdown()
         await self.links.stop()
         await self.rpc.stop()
+        await self.registry.aclose()
         await self.channel.close()
 
 
@@ -53,7 +55,7 @@ async def start(config: DispatcherConfig, registry: CollectorRegistry) -> Dispat
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(servicer, server)
 
     running = await start_grpc(register, [SERVICE_NAME], host=config.host, port=config.port)
-    return DispatcherRuntime(running, links, link_port, channel, dispatcher)
+    return DispatcherRuntime(running, links, link_port, channel, registry_client, dispatcher)
 
 
 async def main(config: DispatcherConfig) -> None:

@@ -167,6 +167,42 @@ class ReleaseReply(_message.Message):
     cooldown_entered: bool
     def __init__(self, released: _Optional[bool] = ..., cooldown_entered: _Optional[bool] = ...) -> None: ...
 
+class SlotCall(_message.Message):
+    __slots__ = ("call_id", "reserve", "release", "timeout_s")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    reserve: ReserveRequest
+    release: ReleaseRequest
+    timeout_s: float
+    def __init__(self, call_id: _Optional[int] = ..., reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class SlotRefusal(_message.Message):
+    __slots__ = ("http_status", "code", "message", "retry_after_s")
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    http_status: int
+    code: str
+    message: str
+    retry_after_s: float
+    def __init__(self, http_status: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+
+class SlotAnswer(_message.Message):
+    __slots__ = ("call_id", "reserved", "released", "refused")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    reserved: ReserveReply
+    released: ReleaseReply
+    refused: SlotRefusal
+    def __init__(self, call_id: _Optional[int] = ..., reserved: _Optional[_Union[ReserveReply, _Mapping]] = ..., released: _Optional[_Union[ReleaseReply, _Mapping]] = ..., refused: _Optional[_Union[SlotRefusal, _Mapping]] = ...) -> None: ...
+
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "traits", "allowlist")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class RegistryStub:
                 request_serializer=registry__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=registry__pb2.ReleaseReply.FromString,
                 _registered_method=True)
+        self.Slots = channel.stream_stream(
+                '/hedgerow.registry.Registry/Slots',
+                request_serializer=registry__pb2.SlotCall.SerializeToString,
+                response_deserializer=registry__pb2.SlotAnswer.FromString,
+                _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/hedgerow.registry.Registry/Explain',
                 request_serializer=registry__pb2.ExplainRequest.SerializeToString,
@@ -122,6 +127,16 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Slots(self, request_iterator, context):
+        """The dispatcher's Reserve and Release calls, over one long-lived stream: a message on
+        an open stream costs a fraction of a new call, and both sit on every request's path.
+        Reservations taken over a stream are leased to it: when the stream ends (the
+        dispatcher stopped or crashed) those still held are released as cancelled (B12).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Explain(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -172,6 +187,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=registry__pb2.ReleaseRequest.FromString,
                     response_serializer=registry__pb2.ReleaseReply.SerializeToString,
+            ),
+            'Slots': grpc.stream_stream_rpc_method_handler(
+                    servicer.Slots,
+                    request_deserializer=registry__pb2.SlotCall.FromString,
+                    response_serializer=registry__pb2.SlotAnswer.SerializeToString,
             ),
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
@@ -352,6 +372,33 @@ class Registry:
             '/hedgerow.registry.Registry/Release',
             registry__pb2.ReleaseRequest.SerializeToString,
             registry__pb2.ReleaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Slots(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hedgerow.registry.Registry/Slots',
+            registry__pb2.SlotCall.SerializeToString,
+            registry__pb2.SlotAnswer.FromString,
             options,
             channel_credentials,
             insecure,

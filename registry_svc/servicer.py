@@ -3,6 +3,9 @@ refusals become gRPC statuses (with the HTTP status, code and retry-after in tra
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
@@ -13,6 +16,7 @@ from registry_svc.core import AdmitKind, Registry
 from registry_svc.errors import RegistryError
 from registry_svc.model import ModelInfo, ModelLoad, Outcome, Provider, Traits
 
+log = logging.getLogger(__name__)
 TRAILER_HTTP_STATUS = "hedgerow-http-status"
 TRAILER_CODE = "hedgerow-code"
 TRAILER_RETRY_AFTER = "hedgerow-retry-after"
@@ -124,25 +128,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             retry_after_s=float(verdict.retry_after_s or 0),
         )
 
-    async def Reserve(
-        self, request: registry_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    async def _reserve(
+        self, request: registry_pb2.ReserveRequest, timeout_s: float | None
     ) -> registry_pb2.ReserveReply:
-        remaining = context.time_remaining()
-        try:
-            reservation = await self._registry.reserve(
-                request.model,
-                traits_from(request.traits),
-                exclude=list(request.exclude),
-                avoid_version=request.avoid_version or None,
-                allowlist=list(request.allowlist) or None,
-                prompt_tokens=request.prompt_tokens,
-                max_tokens=request.max_tokens or None,
-                may_queue=request.may_queue,
-                timeout_s=None if remaining is None else max(0.0, remaining - 0.05),
-                reservation_id=request.reservation_id or None,
-            )
-        except RegistryError as err:
-            await abort_with(context, err)
+        reservation = await self._registry.reserve(
+            request.model,
+            traits_from(request.traits),
+            exclude=list(request.exclude),
+            avoid_version=request.avoid_version or None,
+            allowlist=list(request.allowlist) or None,
+            prompt_tokens=request.prompt_tokens,
+            max_tokens=request.max_tokens or None,
+            may_queue=request.may_queue,
+            timeout_s=timeout_s,
+            reservation_id=request.reservation_id or None,
+        )
         return registry_pb2.ReserveReply(
             reservation_id=reservation.id,
             provider_id=reservation.provider_id,
@@ -150,13 +150,34 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             queued_s=reservation.queued_s,
         )
 
-    async def Release(
-        self, request: registry_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
-    ) -> registry_pb2.ReleaseReply:
+    def _release(self, request: registry_pb2.ReleaseRequest) -> registry_pb2.ReleaseReply:
         result = self._registry.release(request.reservation_id, Outcome(request.status_code))
         return registry_pb2.ReleaseReply(
             released=result.released, cooldown_entered=result.cooldown_entered
         )
+
+    async def Reserve(
+        self, request: registry_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReserveReply:
+        remaining = context.time_remaining()
+        try:
+            return await self._reserve(
+                request, None if remaining is None else max(0.0, remaining - 0.05)
+            )
+        except RegistryError as err:
+            await abort_with(context, err)
+
+    async def Release(
+        self, request: registry_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReleaseReply:
+        return self._release(request)
+
+    async def Slots(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.SlotCall],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        await SlotSession(self, context).run()
 
     async def Explain(
         self, request: registry_pb2.ExplainRequest, context: grpc.aio.ServicerContext
@@ -195,3 +216,80 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             cooldowns_entered=stats.cooldowns_entered,
             online_provider_ids=self._registry.online_provider_ids(),
         )
+
+
+class SlotSession:
+    """One dispatcher's `Slots` stream. Reserves run concurrently (one may wait in the
+    queue while later ones are answered); a Release of a reservation whose Reserve is still
+    waiting cancels that Reserve; reservations granted here and not released when the
+    stream ends are released as cancelled (the dispatcher that held them is gone)."""
+
+    def __init__(self, servicer: RegistryServicer, context: grpc.aio.ServicerContext) -> None:
+        self._servicer = servicer
+        self._context = context
+        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
+        self._waiting: dict[str, asyncio.Task[None]] = {}  # reservation id -> its Reserve
+        self._held: set[str] = set()  # granted over this stream, not yet released
+
+    async def run(self) -> None:
+        try:
+            while (call := await self._context.read()) is not grpc.aio.EOF:
+                assert isinstance(call, registry_pb2.SlotCall)
+                kind = call.WhichOneof("call")
+                if kind == "release":
+                    await self._release(call)
+                elif kind == "reserve":
+                    self._start_reserve(call)
+        finally:
+            waiting = list(self._waiting.values())
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            if self._held:
+                log.warning(
+                    "slot stream ended; releasing its reservations",
+                    extra={"count": len(self._held)},
+                )
+            for reservation_id in self._held:
+                self._servicer._registry.release(reservation_id, Outcome(Outcome.CANCELLED))
+
+    async def _answer(self, answer: registry_pb2.SlotAnswer) -> None:
+        async with self._write_lock:
+            await self._context.write(answer)
+
+    async def _release(self, call: registry_pb2.SlotCall) -> None:
+        rid = call.release.reservation_id
+        waiting = self._waiting.pop(rid, None)
+        if waiting is not None:
+            waiting.cancel()
+        self._held.discard(rid)
+        reply = self._servicer._release(call.release)
+        await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, released=reply))
+
+    def _start_reserve(self, call: registry_pb2.SlotCall) -> None:
+        # Unnamed reserves are tracked too (under their call id), so that every one still
+        # running when the stream ends is cancelled and its grant, if any, released.
+        key = call.reserve.reservation_id or f"#{call.call_id}"
+        task = asyncio.get_running_loop().create_task(self._reserve(call))
+        self._waiting[key] = task
+
+        def forget(_done: asyncio.Task[None]) -> None:
+            if self._waiting.get(key) is task:
+                del self._waiting[key]
+
+        task.add_done_callback(forget)
+
+    async def _reserve(self, call: registry_pb2.SlotCall) -> None:
+        try:
+            reply = await self._servicer._reserve(call.reserve, call.timeout_s or None)
+        except RegistryError as err:
+            refusal = registry_pb2.SlotRefusal(
+                http_status=err.http_status,
+                code=err.code,
+                message=err.message,
+                retry_after_s=float(err.retry_after_s or 0),
+            )
+            await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, refused=refusal))
+            return
+        self._held.add(reply.reservation_id)
+        await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, reserved=reply))
