@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 READ_SIZE = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class HttpError(Exception):
@@ -79,12 +80,9 @@ class ChunkedDecoder:
                 self._state = "size"
             elif self._state == "size":
                 size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise HttpError(f"bad chunk size {size_text[:20]!r}") from None
-                if size < 0 or size_text.startswith((b"-", b"+", b"0x", b"0X")):
+                if not size_text or size_text.strip(_HEX_DIGITS):
                     raise HttpError(f"bad chunk size {size_text[:20]!r}")
+                size = int(size_text, 16)
                 if size == 0:
                     self._state = "trailer"
                 else:
@@ -286,20 +284,31 @@ class Http1Client:
             raise HttpError(f"cannot connect to {self.origin.host_header}: {exc}") from exc
         return _Connection(reader, writer)
 
-    async def _read_head(self, conn: _Connection) -> Response:
+    async def _read_head(self, conn: _Connection, *, answered: bool = False) -> Response:
+        """Read a response head. Only a connection that ends before the upstream's first
+        byte is `_NoResponse` (safe to send again); after that byte, or after an interim
+        response (`answered`), any failure is an HttpError."""
         try:
             async with asyncio.timeout(self.read_timeout_s):
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
+                try:
+                    first = await conn.reader.read(1)
+                except OSError as exc:
+                    if answered:
+                        raise HttpError(f"connection lost: {exc!r}") from exc
+                    raise _NoResponse(f"connection lost: {exc!r}") from exc
+                if not first:
+                    if answered:
+                        raise HttpError("connection closed after an interim response")
+                    raise _NoResponse("connection closed before a response")
+                raw = first + await conn.reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             raise HttpTimeout(f"no response head within {self.read_timeout_s:g} s") from None
         except asyncio.IncompleteReadError as exc:
-            if exc.partial:  # the upstream had begun to answer: not safe to send again
-                raise HttpError("connection closed inside the response head") from exc
-            raise _NoResponse("connection closed before a response") from exc
+            raise HttpError("connection closed inside the response head") from exc
         except asyncio.LimitOverrunError as exc:
             raise HttpError("response head too large") from exc
         except OSError as exc:
-            raise _NoResponse(f"connection lost: {exc!r}") from exc
+            raise HttpError(f"connection lost inside the response head: {exc!r}") from exc
         lines = raw[:-4].decode("latin-1").split("\r\n")
         status_line = lines[0].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
@@ -316,7 +325,7 @@ class Http1Client:
             headers[name.strip().lower()] = value.strip()
         if 100 <= status < 200:
             # An interim response (e.g. 100 Continue sent unasked): the real one follows.
-            return await self._read_head(conn)
+            return await self._read_head(conn, answered=True)
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length: int | None = None
         if not chunked and "content-length" in headers:
