@@ -340,11 +340,15 @@ class DispatchRun:
             raise
         live.link = link
         put = self.inbox.put_nowait
+        content_seen = False
         while True:
             event = await link.next_event()
             if isinstance(event, LinkChunk):
-                # After commit every chunk is relayed as is: no need to classify it.
-                boilerplate = self._committed is None and is_boilerplate(event.payload)
+                # Only chunks up to this attempt's first content need classifying: that one
+                # commits the attempt (or it has lost the race), and every later chunk is
+                # relayed or dropped as is.
+                boilerplate = not content_seen and is_boilerplate(event.payload)
+                content_seen = not boilerplate
                 put(m.Chunk(attempt_id, event.payload, boilerplate))
                 continue
             if isinstance(event, LinkAccepted):

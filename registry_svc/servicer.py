@@ -254,8 +254,11 @@ class SlotSession:
                 self._servicer._registry.release(reservation_id, Outcome(Outcome.CANCELLED))
 
     async def _answer(self, answer: registry_pb2.SlotAnswer) -> None:
-        async with self._write_lock:
-            await self._context.write(answer)
+        try:
+            async with self._write_lock:
+                await self._context.write(answer)
+        except Exception as exc:  # the stream is ending: `run` gives back what it held
+            log.debug("slot answer not delivered", extra={"error": repr(exc)})
 
     async def _release(self, call: registry_pb2.SlotCall) -> None:
         rid = call.release.reservation_id
