@@ -28,6 +28,7 @@ from gateway.dialects.base import Dialect, StreamRenderer
 from gateway.dialects.deltas import BadChunk
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, bad_request, error_response, from_failed
+from gateway.mux import DispatcherUnavailable, MuxCall
 from gateway.ratelimit import Limit, RateLimiter, parse_limits
 from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
@@ -79,7 +80,7 @@ class DispatchEvents:
     (Committed with the held chunks, the last chunks with Completed); `next()` hands them
     out one at a time, `batch()` everything the current message still holds."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: MuxCall) -> None:
         self.call = call
         self._pending: deque[dispatcher_pb2.DispatchEvent] = deque()
 
@@ -101,11 +102,9 @@ class DispatchEvents:
         502 after it)."""
         try:
             message = await self.call.read()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED and self.call.cancelled():
-                raise  # we cancelled it ourselves (the client left)
+        except DispatcherUnavailable as exc:
             raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
-        if message is grpc.aio.EOF or not message.events:
+        if message is None or not message.events:
             if committed:
                 ended = dispatcher_pb2.StreamError(status_code=502, message="dispatch ended")
                 return [dispatcher_pb2.DispatchEvent(stream_error=ended)]
@@ -115,7 +114,6 @@ class DispatchEvents:
                 message="dispatch ended without an answer",
             )
             return [dispatcher_pb2.DispatchEvent(failed=failed)]
-        assert isinstance(message, dispatcher_pb2.DispatchEvents)
         return list(message.events)
 
 
@@ -270,7 +268,7 @@ class Gateway:
             raise bad_request("request body must be a JSON object")
         req = dialect.lower(doc, raw, self.config.default_max_tokens)
         timing.parse_us = timing.lap()
-        call = self.backends.dispatcher.Dispatch(
+        call = await self.backends.dispatches.start(
             dispatcher_pb2.DispatchRequest(
                 request_id=request_id,
                 model=req.model,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from gateway.config import GatewayConfig
+from gateway.mux import DispatchMux
 from protos import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
 from svckit.grpcserver import CHANNEL_OPTIONS
 
@@ -15,7 +16,7 @@ from svckit.grpcserver import CHANNEL_OPTIONS
 class Backends:
     normalizer: normalizer_pb2_grpc.NormalizerStub
     registry: registry_pb2_grpc.RegistryStub
-    dispatcher: dispatcher_pb2_grpc.DispatcherStub
+    dispatches: DispatchMux
     channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
@@ -27,10 +28,11 @@ class Backends:
         return cls(
             normalizer=normalizer_pb2_grpc.NormalizerStub(n),
             registry=registry_pb2_grpc.RegistryStub(r),
-            dispatcher=dispatcher_pb2_grpc.DispatcherStub(d),
+            dispatches=DispatchMux(dispatcher_pb2_grpc.DispatcherStub(d)),
             channels=(n, r, d),
         )
 
     async def close(self) -> None:
+        await self.dispatches.aclose()
         for channel in self.channels:
             await channel.close()

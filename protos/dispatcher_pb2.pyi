@@ -17,6 +17,26 @@ REQUEST_KIND_UNSPECIFIED: RequestKind
 REQUEST_KIND_CHAT: RequestKind
 REQUEST_KIND_COMPLETIONS: RequestKind
 
+class DispatchCall(_message.Message):
+    __slots__ = ("call_id", "start", "cancel")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    start: DispatchRequest
+    cancel: bool
+    def __init__(self, call_id: _Optional[int] = ..., start: _Optional[_Union[DispatchRequest, _Mapping]] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class DispatchOut(_message.Message):
+    __slots__ = ("call_id", "events", "end")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    events: DispatchEvents
+    end: bool
+    def __init__(self, call_id: _Optional[int] = ..., events: _Optional[_Union[DispatchEvents, _Mapping]] = ..., end: _Optional[bool] = ...) -> None: ...
+
 class DispatchRequest(_message.Message):
     __slots__ = ("request_id", "model", "body", "kind", "traits", "prompt_tokens", "max_tokens", "allowlist")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

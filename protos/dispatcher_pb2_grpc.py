@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class DispatcherStub:
     """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    A gateway runs all its dispatches over one long-lived stream (a message on an open
+    stream costs a fraction of a new call, and a call sits on every request's path): it
+    starts each with a DispatchCall carrying the request, and may cancel it (the client
+    left, B12); the dispatcher answers with each step's events, tagged with the call id.
+    When the stream ends, every dispatch on it is cancelled.
     """
 
     def __init__(self, channel):
@@ -35,18 +40,23 @@ class DispatcherStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Dispatch = channel.unary_stream(
-                '/hedgerow.dispatcher.Dispatcher/Dispatch',
-                request_serializer=dispatcher__pb2.DispatchRequest.SerializeToString,
-                response_deserializer=dispatcher__pb2.DispatchEvents.FromString,
+        self.Dispatches = channel.stream_stream(
+                '/hedgerow.dispatcher.Dispatcher/Dispatches',
+                request_serializer=dispatcher__pb2.DispatchCall.SerializeToString,
+                response_deserializer=dispatcher__pb2.DispatchOut.FromString,
                 _registered_method=True)
 
 
 class DispatcherServicer:
     """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    A gateway runs all its dispatches over one long-lived stream (a message on an open
+    stream costs a fraction of a new call, and a call sits on every request's path): it
+    starts each with a DispatchCall carrying the request, and may cancel it (the client
+    left, B12); the dispatcher answers with each step's events, tagged with the call id.
+    When the stream ends, every dispatch on it is cancelled.
     """
 
-    def Dispatch(self, request, context):
+    def Dispatches(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -55,10 +65,10 @@ class DispatcherServicer:
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Dispatch': grpc.unary_stream_rpc_method_handler(
-                    servicer.Dispatch,
-                    request_deserializer=dispatcher__pb2.DispatchRequest.FromString,
-                    response_serializer=dispatcher__pb2.DispatchEvents.SerializeToString,
+            'Dispatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.Dispatches,
+                    request_deserializer=dispatcher__pb2.DispatchCall.FromString,
+                    response_serializer=dispatcher__pb2.DispatchOut.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -70,10 +80,15 @@ def add_DispatcherServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Dispatcher:
     """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    A gateway runs all its dispatches over one long-lived stream (a message on an open
+    stream costs a fraction of a new call, and a call sits on every request's path): it
+    starts each with a DispatchCall carrying the request, and may cancel it (the client
+    left, B12); the dispatcher answers with each step's events, tagged with the call id.
+    When the stream ends, every dispatch on it is cancelled.
     """
 
     @staticmethod
-    def Dispatch(request,
+    def Dispatches(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -83,12 +98,12 @@ class Dispatcher:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/hedgerow.dispatcher.Dispatcher/Dispatch',
-            dispatcher__pb2.DispatchRequest.SerializeToString,
-            dispatcher__pb2.DispatchEvents.FromString,
+            '/hedgerow.dispatcher.Dispatcher/Dispatches',
+            dispatcher__pb2.DispatchCall.SerializeToString,
+            dispatcher__pb2.DispatchOut.FromString,
             options,
             channel_credentials,
             insecure,

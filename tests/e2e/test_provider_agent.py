@@ -385,3 +385,48 @@ def test_e1_restarted_dispatcher_is_rejoined_automatically() -> None:
         for name in pids:
             log = s.processes[name].log_path.read_text()
             assert log.count('"msg": "registered"') >= 2, f"{name} registered again"
+
+
+def test_b3_dispatcher_killed_mid_stream_ends_every_stream_in_band_then_recovers() -> None:
+    """The gateway runs every dispatch over one stream to the dispatcher. When the
+    dispatcher dies (SIGKILL: no goodbye), each committed stream ends at once with an
+    in-band error and one terminator (B3) -- none hangs -- and once a dispatcher is back,
+    requests are served again over a new stream."""
+    env = {**FAST_ENV, "HEDGEROW_SIM_TOKENS_PER_S": "20", "HEDGEROW_SIM_MAX_TOKENS": "200"}
+    with Stack([ProviderSpec("sim-a"), ProviderSpec("sim-b")], env=env) as s:
+        body = {
+            "model": MODEL,
+            "stream": True,
+            "max_tokens": 200,
+            "messages": [{"role": "user", "content": "a long story"}],
+        }
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        url = f"{s.base_url}/chat/completions"
+        with httpx.Client(timeout=20) as client:
+            streams = [
+                client.stream("POST", url, json={**body, "user": f"u{i}"}, headers=headers)
+                for i in range(2)
+            ]
+            responses = [stream.__enter__() for stream in streams]
+            try:
+                lines = [r.iter_lines() for r in responses]
+                for r, it in zip(responses, lines, strict=True):
+                    assert r.status_code == 200
+                    assert next(line for line in it if '"content"' in line)  # committed
+                s.kill("dispatcher")
+                for it in lines:
+                    rest = list(it)  # must end, not hang (the client timeout is 20 s)
+                    events = [line for line in rest if line.startswith("data: ")]
+                    assert events[-1] == "data: [DONE]"
+                    assert sum(e == "data: [DONE]" for e in events) == 1
+                    assert any('"error"' in e for e in events), events[-3:]
+            finally:
+                for stream in streams:
+                    stream.__exit__(None, None, None)
+        s.respawn("dispatcher")
+        s.wait_providers(["sim-a", "sim-b"], timeout_s=20)
+        deadline = time.monotonic() + 10
+        while (r := chat(s.base_url, "after the crash")).status_code != 200:
+            assert r.status_code == 503 and "dispatcher unavailable" in r.text, r.text
+            assert time.monotonic() < deadline, "gateway never reached the new dispatcher"
+            time.sleep(0.1)
