@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,17 +29,27 @@ class _Item(Generic[T]):
 
 
 async def ready_batches(
-    source: AsyncIterator[T], *, max_pending: int = 256
+    source: AsyncIterator[T],
+    *,
+    max_pending: int = 256,
+    urgent: Callable[[T], bool] | None = None,
 ) -> AsyncGenerator[list[T], None]:
     """Yield non-empty lists of consecutive items of `source`, in order. An error of the
     source is raised after the items before it were yielded. Closing (or cancelling) the
-    consumer cancels the source at once; at most `max_pending` items are read ahead."""
+    consumer cancels the source at once; at most `max_pending` items are read ahead.
+
+    An item for which `urgent` is true is handed over before the source goes on: the
+    source may hold a burst of items read at once, and this one should not wait for the
+    work on the rest (the provider's first content chunk: what the client is waiting for).
+    """
     queue: asyncio.Queue[_Item[T] | _End] = asyncio.Queue(max_pending)
 
     async def pump() -> None:
         try:
             async for value in source:
                 await queue.put(_Item(value))
+                if urgent is not None and urgent(value):
+                    await asyncio.sleep(0)  # the consumer takes it (and what came before)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, raised there in order

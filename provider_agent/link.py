@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from dispatcher_svc.chunks import is_boilerplate
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
 from protos.sealing import KeyPair, SealedChannel, SealError
@@ -58,6 +59,22 @@ def model_infos(cards: dict[str, ModelCard], max_concurrency: int) -> list[commo
             info.cap_vision = card.cap_vision
         infos.append(info)
     return infos
+
+
+class FirstContent:
+    """True for a request's first content chunk (B1's notion: not boilerplate), the one
+    the dispatcher commits on and the client waits for; false for everything else."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, out: object) -> bool:
+        if self.seen or not isinstance(out, bytes) or is_boilerplate(out):
+            return False
+        self.seen = True
+        return True
 
 
 def _chunk_frame(request_id: str, sealed: list[bytes]) -> link_pb2.Frame:
@@ -333,7 +350,7 @@ class LinkClient:
         # stream (an upstream HTTP response) now, not whenever the generator is collected.
         async with (
             contextlib.aclosing(self._handler.run(prepared)) as outputs,
-            contextlib.aclosing(ready_batches(outputs)) as batches,
+            contextlib.aclosing(ready_batches(outputs, urgent=FirstContent())) as batches,
         ):
             async for batch in batches:
                 # Chunks that were ready together travel in one frame (each stays its own

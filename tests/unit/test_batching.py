@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from provider_agent.batching import ready_batches
+from provider_agent.engines.base import Accepted
+from provider_agent.link import FirstContent
 
 
 async def burst_then_trickle(log: list[str]) -> AsyncIterator[int]:
@@ -76,3 +78,28 @@ async def test_closing_the_consumer_cancels_the_source() -> None:
         async for _ in gen:
             break
     assert log == ["source closed"]
+
+
+async def test_an_urgent_item_does_not_wait_for_the_rest_of_its_burst() -> None:
+    """B1/latency: the first content chunk of a burst goes out with what came before it,
+    not after the work on everything read with it; the rest is still batched."""
+    log: list[str] = []
+    batches = [b async for b in ready_batches(burst_then_trickle(log), urgent=lambda x: x == 1)]
+    assert batches[0] == [0, 1]
+    assert [x for b in batches for x in b] == list(range(7))
+    assert len(batches) <= 4, "the rest of the burst is still batched"
+    plain = [b async for b in ready_batches(burst_then_trickle([]))]
+    assert plain[0] == [0, 1, 2, 3, 4], "without `urgent` the burst travels whole"
+
+
+def test_first_content_is_urgent_once_and_never_boilerplate() -> None:
+    role = b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'
+    content = b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}'
+    urgent = FirstContent()
+    assert [urgent(x) for x in (role, Accepted(), role, content, content)] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
