@@ -10,9 +10,9 @@ import time
 import grpc
 from websockets.asyncio.client import ClientConnection, connect
 
+from dispatcher_svc.registry_client import GrpcRegistry
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
-from protos import registry_pb2, registry_pb2_grpc
 from protos.sealing import KeyPair, SealedChannel
 from stack.launcher import ENROLLMENT_TOKEN, Stack
 
@@ -71,7 +71,8 @@ async def _read(ws: ClientConnection, keys: KeyPair, registered: asyncio.Event) 
 
 
 async def measure_fleet(stack: Stack, count: int, samples: int = 300) -> tuple[float, float]:
-    """Connect `count` providers, then time Reserve+Release through gRPC: (p50, p99) ms."""
+    """Connect `count` providers, then time Reserve+Release as the dispatcher makes them
+    (over its Slots stream to the registry): (p50, p99) ms."""
     stop = asyncio.Event()
     events = [asyncio.Event() for _ in range(count)]
     tasks = []
@@ -86,17 +87,26 @@ async def measure_fleet(stack: Stack, count: int, samples: int = 300) -> tuple[f
     print(f"  scale: {count} providers registered", flush=True)
     timings: list[float] = []
     async with grpc.aio.insecure_channel(stack.registry_addr) as channel:
-        stub = registry_pb2_grpc.RegistryStub(channel)
-        request = registry_pb2.ReserveRequest(
-            model=MODEL, traits=common_pb2.Traits(), may_queue=False, max_tokens=16
-        )
-        for _ in range(samples):
-            t = time.perf_counter()
-            reply = await stub.Reserve(request, timeout=5)
-            await stub.Release(
-                registry_pb2.ReleaseRequest(reservation_id=reply.reservation_id, status_code=0)
-            )
-            timings.append((time.perf_counter() - t) * 1000)
+        registry = GrpcRegistry(channel)  # the dispatcher's own client: the Slots stream
+        try:
+            for i in range(samples):
+                t = time.perf_counter()
+                reservation = await registry.reserve(
+                    model=MODEL,
+                    traits=common_pb2.Traits(),
+                    exclude=(),
+                    avoid_version="",
+                    allowlist=(),
+                    prompt_tokens=1,
+                    max_tokens=16,
+                    may_queue=False,
+                    timeout_s=5.0,
+                    reservation_id=f"bench-{i}",
+                )
+                await registry.release(reservation.reservation_id, 0)
+                timings.append((time.perf_counter() - t) * 1000)
+        finally:
+            await registry.aclose()
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return statistics.median(timings), statistics.quantiles(timings, n=100)[98]

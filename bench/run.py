@@ -282,7 +282,7 @@ def scenario_scale(rows: list[Row], quick: bool) -> None:
     rows.append(
         Row(
             f"5. scale: {count} provider connections",
-            "Reserve+Release p50 via gRPC",
+            "Reserve+Release p50 (Slots stream)",
             float("nan"),
             select_ms[0],
             "ms",
@@ -291,7 +291,7 @@ def scenario_scale(rows: list[Row], quick: bool) -> None:
     rows.append(
         Row(
             f"5. scale: {count} provider connections",
-            "Reserve+Release p99 via gRPC",
+            "Reserve+Release p99 (Slots stream)",
             float("nan"),
             select_ms[1],
             "ms",

@@ -122,6 +122,8 @@ class Upstream:
         for i, token in enumerate(self.tokens):
             if interval and i:
                 await asyncio.sleep(interval)
+            if writer.is_closing():
+                return  # the client went away (a cancelled race loser)
             writer.write(token)
             if interval:
                 await writer.drain()

@@ -156,15 +156,23 @@ class EventStream(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        with contextlib.suppress(ClientGone):
-            await _unless_client_gone(receive, self._pump(send))
-
-    async def _pump(self, send: Send) -> None:
         # aclosing: a stream stopped early still runs the source's cleanup now.
         async with contextlib.aclosing(self.body_iterator) as body:  # type: ignore[type-var]
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # The first events came with Committed: they go out right behind the head,
+            # before the client-gone watch is set up for the rest.
+            first = await anext(body, None)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if first is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            with contextlib.suppress(ClientGone):
+                await _unless_client_gone(receive, self._pump(body, send))
+
+    @staticmethod
+    async def _pump(body: AsyncIterator[bytes], send: Send) -> None:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
