@@ -438,6 +438,33 @@ class Registry:
             self._admissions[kind.value] += 1
         return reservation
 
+    def reserve_now(
+        self,
+        model_id: str,
+        traits: Traits = Traits(),
+        *,
+        exclude: Collection[str] = (),
+        avoid_version: str | None = None,
+        allowlist: Collection[str] | None = None,
+        prompt_tokens: int = 0,
+        max_tokens: int | None = None,
+        may_queue: bool = True,
+        reservation_id: str | None = None,
+    ) -> Reservation | None:
+        """What `reserve` does when a provider has a free slot now, without a coroutine:
+        the reservation, or None with nothing changed (then `reserve` decides: refuse or
+        wait in the queue). For callers that answer many reserves on one stream."""
+        ask = self._ask(
+            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
+        )
+        if reservation_id:
+            ask = replace(ask, reservation_id=reservation_id)
+        now = self._clock()
+        granted = self._try_reserve(ask, now, enqueued_at=now)
+        if granted is not None and may_queue:  # a request's first Reserve is its admission
+            self._admissions[AdmitKind.OK.value] += 1
+        return granted
+
     async def _reserve(self, ask: _Ask, *, may_queue: bool, timeout_s: float | None) -> Reservation:
         model_id, traits = ask.model_id, ask.traits
         now = self._clock()

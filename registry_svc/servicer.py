@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import registry_pb2, registry_pb2_grpc
-from registry_svc.core import AdmitKind, Registry
+from registry_svc.core import AdmitKind, Registry, Reservation
 from registry_svc.errors import RegistryError
 from registry_svc.model import ModelInfo, ModelLoad, Outcome, Provider, Traits
 
@@ -128,27 +128,42 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             retry_after_s=float(verdict.retry_after_s or 0),
         )
 
-    async def _reserve(
-        self, request: registry_pb2.ReserveRequest, timeout_s: float | None
-    ) -> registry_pb2.ReserveReply:
-        reservation = await self._registry.reserve(
-            request.model,
-            traits_from(request.traits),
-            exclude=list(request.exclude),
-            avoid_version=request.avoid_version or None,
-            allowlist=list(request.allowlist) or None,
-            prompt_tokens=request.prompt_tokens,
-            max_tokens=request.max_tokens or None,
-            may_queue=request.may_queue,
-            timeout_s=timeout_s,
-            reservation_id=request.reservation_id or None,
-        )
+    @staticmethod
+    def _ask(request: registry_pb2.ReserveRequest) -> dict[str, Any]:
+        return {
+            "exclude": list(request.exclude),
+            "avoid_version": request.avoid_version or None,
+            "allowlist": list(request.allowlist) or None,
+            "prompt_tokens": request.prompt_tokens,
+            "max_tokens": request.max_tokens or None,
+            "may_queue": request.may_queue,
+            "reservation_id": request.reservation_id or None,
+        }
+
+    @staticmethod
+    def _reply(reservation: Reservation) -> registry_pb2.ReserveReply:
         return registry_pb2.ReserveReply(
             reservation_id=reservation.id,
             provider_id=reservation.provider_id,
             provider_version=reservation.provider_version,
             queued_s=reservation.queued_s,
         )
+
+    def _reserve_now(
+        self, request: registry_pb2.ReserveRequest
+    ) -> registry_pb2.ReserveReply | None:
+        reservation = self._registry.reserve_now(
+            request.model, traits_from(request.traits), **self._ask(request)
+        )
+        return None if reservation is None else self._reply(reservation)
+
+    async def _reserve(
+        self, request: registry_pb2.ReserveRequest, timeout_s: float | None
+    ) -> registry_pb2.ReserveReply:
+        reservation = await self._registry.reserve(
+            request.model, traits_from(request.traits), timeout_s=timeout_s, **self._ask(request)
+        )
+        return self._reply(reservation)
 
     def _release(self, request: registry_pb2.ReleaseRequest) -> registry_pb2.ReleaseReply:
         result = self._registry.release(request.reservation_id, Outcome(request.status_code))
@@ -239,7 +254,14 @@ class SlotSession:
                 if kind == "release":
                     await self._release(call)
                 elif kind == "reserve":
-                    self._start_reserve(call)
+                    granted = self._servicer._reserve_now(call.reserve)
+                    if granted is None:
+                        self._start_reserve(call)  # to be refused, or to wait in the queue
+                    else:  # the common case, answered without a task
+                        self._held.add(granted.reservation_id)
+                        await self._answer(
+                            registry_pb2.SlotAnswer(call_id=call.call_id, reserved=granted)
+                        )
         finally:
             waiting = list(self._waiting.values())
             for task in waiting:

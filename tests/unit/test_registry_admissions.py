@@ -50,3 +50,28 @@ async def test_e1_heartbeat_limit_change_takes_effect_and_serves_the_queue() -> 
     for r in (held, second):
         registry.release(r.id, Outcome(200))
     assert registry.stats().slots_in_use == 0
+
+
+def test_c5_reserve_now_grants_a_free_slot_and_changes_nothing_otherwise() -> None:
+    """The Slots stream answers most reserves without a coroutine: `reserve_now` is
+    `reserve` when a slot is free (counted as an admission), and a no-op when not."""
+    registry, _ = make_registry()
+    registry.upsert_provider(provider("p1"))
+    granted = registry.reserve_now("m", reservation_id="r1")
+    assert granted is not None and (granted.id, granted.provider_id) == ("r1", "p1")
+    assert registry.stats().slots_in_use == 1
+    before = registry.stats()
+    assert registry.reserve_now("m", reservation_id="r2") is None  # full: nothing taken
+    assert registry.reserve_now("nope") is None  # unknown: `reserve` refuses it
+    after = registry.stats()
+    assert (after.slots_in_use, after.queue_depth, after.admissions) == (
+        before.slots_in_use,
+        before.queue_depth,
+        before.admissions,
+    )
+    assert after.admissions == {"ok": 1}
+    registry.release("r1", Outcome(200))
+    registry.release("r3", Outcome(0))  # released before it was asked: never granted
+    assert registry.reserve_now("m", reservation_id="r3") is None
+    retry = registry.reserve_now("m", may_queue=False)  # a retry is not an admission
+    assert retry is not None and registry.stats().admissions == {"ok": 1}
