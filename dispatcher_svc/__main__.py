@@ -1,12 +1,15 @@
 """`python -m dispatcher_svc`: run the dispatcher (gRPC Dispatch + provider WebSocket link)."""
 
-from dispatcher_svc.config import DispatcherConfig
-from dispatcher_svc.server import main
-from svckit.logs import configure_logging
-from svckit.loop import run
-from svckit.parent import exit_with_parent
+from svckit.grpcenv import tune_grpc
 
 if __name__ == "__main__":
+    tune_grpc()  # before anything below imports grpc
+    from dispatcher_svc.config import DispatcherConfig
+    from dispatcher_svc.server import main
+    from svckit.logs import configure_logging
+    from svckit.loop import run
+    from svckit.parent import exit_with_parent
+
     config = DispatcherConfig.from_env()
     configure_logging("dispatcher", config.log_level)
     exit_with_parent()

@@ -1,13 +1,16 @@
 """`python -m gateway`: run the HTTP edge."""
 
-import uvicorn
-
-from gateway.app import create_app
-from gateway.config import GatewayConfig
-from svckit.logs import configure_logging
-from svckit.parent import exit_with_parent
+from svckit.grpcenv import tune_grpc
 
 if __name__ == "__main__":
+    tune_grpc()  # before anything below imports grpc
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+    from svckit.logs import configure_logging
+    from svckit.parent import exit_with_parent
+
     config = GatewayConfig.from_env()
     configure_logging("gateway", config.log_level)
     exit_with_parent()

@@ -1,12 +1,15 @@
 """`python -m normalizer_svc`: run the tool-schema normalizer gRPC service."""
 
-from normalizer_svc.config import NormalizerConfig
-from normalizer_svc.server import main
-from svckit.logs import configure_logging
-from svckit.loop import run
-from svckit.parent import exit_with_parent
+from svckit.grpcenv import tune_grpc
 
 if __name__ == "__main__":
+    tune_grpc()  # before anything below imports grpc
+    from normalizer_svc.config import NormalizerConfig
+    from normalizer_svc.server import main
+    from svckit.logs import configure_logging
+    from svckit.loop import run
+    from svckit.parent import exit_with_parent
+
     config = NormalizerConfig.from_env()
     configure_logging("normalizer", config.log_level)
     exit_with_parent()

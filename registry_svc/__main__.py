@@ -2,12 +2,15 @@
 
 import sys
 
-from registry_svc.config import RegistryConfig
-from svckit.logs import configure_logging
-from svckit.loop import run
-from svckit.parent import exit_with_parent
+from svckit.grpcenv import tune_grpc
 
 if __name__ == "__main__":
+    tune_grpc()  # before anything below imports grpc
+    from registry_svc.config import RegistryConfig
+    from svckit.logs import configure_logging
+    from svckit.loop import run
+    from svckit.parent import exit_with_parent
+
     if sys.argv[1:2] == ["explain"]:
         from registry_svc.cli import main as cli_main
 
