@@ -126,20 +126,31 @@ async def _client_gone(receive: Receive) -> None:
 
 
 async def _unless_client_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, but give up (ClientGone) as soon as the client hangs up: uvicorn does not
-    cancel a handler whose client left, and the dispatch would hold its slots (B12). The
-    caller cancels the dispatch call."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_client_gone(receive))
+    """Run `work` in this task, but give up (ClientGone) as soon as the client hangs up:
+    uvicorn does not cancel a handler whose client left, and the dispatch would hold its
+    slots (B12). The caller cancels the dispatch call.
+
+    A watcher task cancels this one when the disconnect arrives; that cancellation (and
+    only that one) becomes ClientGone, as `asyncio.timeout` does with its own."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _client_gone(receive)
+        left = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:
+            raise ClientGone() from None
+        raise
     finally:
-        for pending in (task, gone):
-            if not pending.done():
-                pending.cancel()
-    if task.done() and not task.cancelled():
-        return task.result()
-    raise ClientGone()
+        watcher.cancel()
 
 
 class EventStream(Response):
