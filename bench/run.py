@@ -331,7 +331,51 @@ def report(rows: list[Row], elapsed_s: float) -> str:
     for r in rows:
         cells = [r.scenario, r.metric, _num(r.direct), _num(r.hedgerow), r.unit, r.ratio]
         out.append("| " + " | ".join(cells) + " |")
+    checks = targets(rows)
+    if checks:
+        out += ["", "Targets (issue 9), as measured in this run:", ""]
+        out += [f"- {'met' if ok else 'NOT met'}: {text}" for ok, text in checks]
     return "\n".join(out) + "\n"
+
+
+def targets(rows: list[Row]) -> list[tuple[bool, str]]:
+    """The issue's targets, checked against this run's rows (those that ran)."""
+
+    def find(scenario: str, metric: str) -> Row | None:
+        for r in rows:
+            if r.scenario.startswith(scenario) and r.metric.startswith(metric):
+                return r
+        return None
+
+    checks: list[tuple[bool, str]] = []
+    for q, limit in (("p50", 3.0), ("p99", 10.0)):
+        r = find("1. time to first content, c=1", q)
+        if r is not None:
+            added = r.hedgerow - r.direct
+            checks.append(
+                (
+                    added < limit,
+                    f"added time to first content at c=1, {q} {added:.2f} ms < {limit:g} ms",
+                )
+            )
+    r = find("2. saturation", "chunks relayed/s")
+    if r is not None:
+        checks.append((r.hedgerow >= 10_000, f"relay {r.hedgerow:,.0f} chunks/s >= 10,000"))
+    r = find("3. failover", "retried")
+    if r is not None:
+        overhead = r.hedgerow - r.direct
+        checks.append((overhead < 20, f"failover overhead {overhead:.1f} ms < 20 ms"))
+    p99, extra = find("4. hedging", "p99"), find("4. hedging", "extra")
+    if p99 is not None and extra is not None and p99.hedgerow:
+        lower = p99.direct / p99.hedgerow
+        checks.append(
+            (
+                lower >= 5 and extra.hedgerow <= 15,
+                f"hedging p99 {lower:.1f}x lower (>= 5x) for {extra.hedgerow:.1f} % extra "
+                "dispatches (<= 15 %)",
+            )
+        )
+    return checks
 
 
 def main(argv: list[str]) -> int:
