@@ -1,5 +1,5 @@
-"""Registry benchmark (issue 4): pure selection cost and Reserve+Release through gRPC with
-10, 1 000 and 10 000 registered providers, measured in one run.
+"""Registry benchmark (issue 4): pure selection cost and Reserve+Release as the dispatcher
+makes them (over its Slots stream) with 10, 1 000 and 10 000 registered providers, in one run.
 
 Run: `python -m bench.registry` (prints a table)."""
 
@@ -12,8 +12,8 @@ import time
 
 import grpc
 
+from dispatcher_svc.registry_client import GrpcRegistry
 from protos import hedgerow_common_pb2 as common_pb2
-from protos import registry_pb2, registry_pb2_grpc
 from registry_svc import server
 from registry_svc.config import RegistryConfig
 from registry_svc.core import Registry
@@ -65,21 +65,28 @@ async def grpc_ms(n: int, samples: int) -> tuple[float, float]:
     running = await server.start(config, core)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = registry_pb2_grpc.RegistryStub(channel)
-            request = registry_pb2.ReserveRequest(
-                model=MODEL, traits=common_pb2.Traits(has_tools=True), max_tokens=64
-            )
+            client = GrpcRegistry(channel)  # the dispatcher's client: the Slots stream
             timings = []
-            for i in range(samples + 20):
-                t = time.perf_counter()
-                reply = await stub.Reserve(request)
-                await stub.Release(
-                    registry_pb2.ReleaseRequest(
-                        reservation_id=reply.reservation_id, status_code=200
+            try:
+                for i in range(samples + 20):
+                    t = time.perf_counter()
+                    reservation = await client.reserve(
+                        model=MODEL,
+                        traits=common_pb2.Traits(has_tools=True),
+                        exclude=(),
+                        avoid_version="",
+                        allowlist=(),
+                        prompt_tokens=0,
+                        max_tokens=64,
+                        may_queue=True,
+                        timeout_s=5.0,
+                        reservation_id=f"bench-{i}",
                     )
-                )
-                if i >= 20:
-                    timings.append((time.perf_counter() - t) * 1000)
+                    await client.release(reservation.reservation_id, 200)
+                    if i >= 20:
+                        timings.append((time.perf_counter() - t) * 1000)
+            finally:
+                await client.aclose()
             return statistics.median(timings), statistics.quantiles(timings, n=100)[98]
     finally:
         await running.stop(0)
@@ -88,7 +95,7 @@ async def grpc_ms(n: int, samples: int) -> tuple[float, float]:
 def main() -> None:
     print(
         f"{'providers':>10} {'select us':>10} {'reserve+release us':>19} "
-        f"{'gRPC p50 ms':>12} {'gRPC p99 ms':>12}"
+        f"{'Slots p50 ms':>12} {'Slots p99 ms':>12}"
     )
     for n in (10, 1000, 10000):
         repeat = 2000 if n <= 10 else (200 if n <= 1000 else 20)

@@ -423,10 +423,15 @@ class Registry:
         released before it was granted is never granted (B12).
         """
         ask = self._ask(
-            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
+            model_id,
+            traits,
+            exclude,
+            allowlist,
+            avoid_version,
+            prompt_tokens,
+            max_tokens,
+            reservation_id,
         )
-        if reservation_id:
-            ask = replace(ask, reservation_id=reservation_id)
         try:
             reservation = await self._reserve(ask, may_queue=may_queue, timeout_s=timeout_s)
         except RegistryError as err:
@@ -455,10 +460,15 @@ class Registry:
         the reservation, or None with nothing changed (then `reserve` decides: refuse or
         wait in the queue). For callers that answer many reserves on one stream."""
         ask = self._ask(
-            model_id, traits, exclude, allowlist, avoid_version, prompt_tokens, max_tokens
+            model_id,
+            traits,
+            exclude,
+            allowlist,
+            avoid_version,
+            prompt_tokens,
+            max_tokens,
+            reservation_id,
         )
-        if reservation_id:
-            ask = replace(ask, reservation_id=reservation_id)
         now = self._clock()
         granted = self._try_reserve(ask, now, enqueued_at=now)
         if granted is not None and may_queue:  # a request's first Reserve is its admission
@@ -574,8 +584,10 @@ class Registry:
         avoid_version: str | None,
         prompt_tokens: int,
         max_tokens: int | None,
+        reservation_id: str | None = None,
     ) -> _Ask:
         return _Ask(
+            reservation_id=reservation_id or None,
             model_id=model_id,
             traits=traits,
             exclude=frozenset(exclude),
