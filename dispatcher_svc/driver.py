@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter
@@ -133,7 +133,7 @@ class DispatchRun:
     _committed: int | None = None
     _started: float = 0.0
 
-    async def run(self) -> AsyncIterator[list[dispatcher_pb2.DispatchEvent]]:
+    async def run(self) -> AsyncGenerator[list[dispatcher_pb2.DispatchEvent], None]:
         """Yields the gateway's events, one list per machine step (never empty)."""
         self._started = self.clock()
         state, actions = m.start(self.settings, self.request.prompt_tokens)
@@ -438,7 +438,7 @@ class Dispatcher:
 
     async def dispatch(
         self, request: dispatcher_pb2.DispatchRequest
-    ) -> AsyncIterator[list[dispatcher_pb2.DispatchEvent]]:
+    ) -> AsyncGenerator[list[dispatcher_pb2.DispatchEvent], None]:
         run = DispatchRun(
             request,
             self._settings,
@@ -449,8 +449,9 @@ class Dispatcher:
         )
         self._runs.add(run)
         try:
-            async for events in run.run():
-                yield events
+            async with contextlib.aclosing(run.run()) as batches:
+                async for events in batches:
+                    yield events
         finally:
             self._runs.discard(run)
             if not self._runs:

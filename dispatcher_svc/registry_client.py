@@ -15,9 +15,11 @@ from dispatcher_svc.link import ProviderSession
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
 from protos import registry_pb2, registry_pb2_grpc
+from svckit.streams import SharedWriter
 
 log = logging.getLogger(__name__)
 RELEASE_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
+CANCELLED = 0  # the Release status of a reservation that was never used
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class SlotStream:
     def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
         self._stub = stub
         self._stream: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
-        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
+        self._writer: SharedWriter[registry_pb2.SlotCall] | None = None
         self._pending: dict[int, asyncio.Future[registry_pb2.SlotAnswer]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -62,15 +64,14 @@ class SlotStream:
         """Send `call` and wait up to `timeout_s` for its answer."""
         if self._closed:
             raise SlotsUnavailable("registry client closed")
-        stream = self._open()
+        writer = self._open()
         call.call_id = next(self._ids)
         answer: asyncio.Future[registry_pb2.SlotAnswer] = asyncio.get_running_loop().create_future()
         self._pending[call.call_id] = answer
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    async with self._write_lock:
-                        await stream.write(call)
+                    await writer.send(call)
                 except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                     # The stream is ending; the reader fails every pending call.
                     pass
@@ -80,13 +81,14 @@ class SlotStream:
         finally:
             self._pending.pop(call.call_id, None)
 
-    def _open(self) -> grpc.aio.StreamStreamCall:  # type: ignore[type-arg]
-        if self._stream is not None:
-            return self._stream
+    def _open(self) -> SharedWriter[registry_pb2.SlotCall]:
+        if self._stream is not None and self._writer is not None:
+            return self._writer
         stream = self._stub.Slots()
         self._stream = stream
+        self._writer = SharedWriter(stream.write)
         self._reader = asyncio.get_running_loop().create_task(self._read(stream))
-        return stream
+        return self._writer
 
     async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         error = "slot stream ended"
@@ -100,7 +102,7 @@ class SlotStream:
             log.warning("registry slot stream broke", extra={"code": exc.code().name})
         finally:
             if self._stream is stream:
-                self._stream = None  # the next call opens a new stream
+                self._stream = self._writer = None  # the next call opens a new stream
             stream.cancel()
             for future in self._pending.values():
                 if not future.done():
@@ -122,8 +124,11 @@ class GrpcRegistry:
         self._stub = registry_pb2_grpc.RegistryStub(channel)
         self._timeout = rpc_timeout_s
         self._slots = SlotStream(self._stub)
+        self._background: set[asyncio.Task[bool]] = set()
 
     async def aclose(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._slots.aclose()
 
     # --- RegistryPort (link layer): failures are logged, never raised into the session ---
@@ -210,6 +215,14 @@ class GrpcRegistry:
         try:
             answer = await self._slots.call(call, timeout_s + self._timeout)
         except SlotsUnavailable as exc:
+            if reservation_id:
+                # The answer is late or lost, not necessarily the grant: give it back by
+                # name, or it would stay held until the stream ends (B12).
+                task = asyncio.get_running_loop().create_task(
+                    self.release(reservation_id, CANCELLED)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             raise NoReservation(503, "model_unavailable", str(exc), 0.0) from exc
         if answer.WhichOneof("answer") != "reserved":
             r = answer.refused

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 
 import grpc
 
 from dispatcher_svc.driver import Dispatcher
 from protos import dispatcher_pb2, dispatcher_pb2_grpc
+from svckit.streams import StreamSession
 
-log = logging.getLogger(__name__)
 _TERMINAL = frozenset({"completed", "failed", "stream_error"})
 
 
@@ -19,36 +19,33 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServicer):
         self._dispatcher = dispatcher
 
     async def Dispatches(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        await DispatchSession(self._dispatcher, context).run()
+        await DispatchSession(self._dispatcher, context).serve()
 
 
-class DispatchSession:
+class DispatchSession(StreamSession[dispatcher_pb2.DispatchCall]):
     """One gateway's stream: each started dispatch runs as its own task and writes its
     events tagged with its call id; a cancel, or the end of the stream, cancels dispatches
     (which release their slots, B12)."""
 
     def __init__(self, dispatcher: Dispatcher, context: grpc.aio.ServicerContext) -> None:
+        super().__init__(context)
         self._dispatcher = dispatcher
-        self._context = context
-        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
         self._runs: dict[int, asyncio.Task[None]] = {}
 
-    async def run(self) -> None:
-        try:
-            while (call := await self._context.read()) is not grpc.aio.EOF:
-                assert isinstance(call, dispatcher_pb2.DispatchCall)
-                kind = call.WhichOneof("call")
-                if kind == "start":
-                    self._start(call.call_id, call.start)
-                elif kind == "cancel":
-                    task = self._runs.get(call.call_id)
-                    if task is not None:
-                        task.cancel()
-        finally:
-            runs = list(self._runs.values())
-            for task in runs:
+    async def on_message(self, message: dispatcher_pb2.DispatchCall) -> None:
+        kind = message.WhichOneof("call")
+        if kind == "start":
+            self._start(message.call_id, message.start)
+        elif kind == "cancel":
+            task = self._runs.get(message.call_id)
+            if task is not None:
                 task.cancel()
-            await asyncio.gather(*runs, return_exceptions=True)
+
+    async def on_end(self) -> None:
+        runs = list(self._runs.values())
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
     def _start(self, call_id: int, request: dispatcher_pb2.DispatchRequest) -> None:
         if call_id in self._runs:
@@ -60,26 +57,19 @@ class DispatchSession:
     async def _dispatch(self, call_id: int, request: dispatcher_pb2.DispatchRequest) -> None:
         ended = False
         try:
-            async for events in self._dispatcher.dispatch(request):
-                ended = events[-1].WhichOneof("event") in _TERMINAL
-                await self._write(
-                    dispatcher_pb2.DispatchOut(
-                        call_id=call_id,
-                        events=dispatcher_pb2.DispatchEvents(events=events),
-                        end=ended,
+            # aclosing: a cancelled dispatch releases its slots now, not when collected.
+            async with contextlib.aclosing(self._dispatcher.dispatch(request)) as batches:
+                async for events in batches:
+                    ended = events[-1].WhichOneof("event") in _TERMINAL
+                    await self.write(
+                        dispatcher_pb2.DispatchOut(
+                            call_id=call_id,
+                            events=dispatcher_pb2.DispatchEvents(events=events),
+                            end=ended,
+                        )
                     )
-                )
         finally:
             if not ended:
                 # Over without a final event (cancelled, or the run failed): say so, so
                 # the gateway never waits for a dispatch that is gone.
-                await asyncio.shield(
-                    self._write(dispatcher_pb2.DispatchOut(call_id=call_id, end=True))
-                )
-
-    async def _write(self, out: dispatcher_pb2.DispatchOut) -> None:
-        try:
-            async with self._write_lock:
-                await self._context.write(out)
-        except Exception as exc:  # the stream is ending: `run` cancels every dispatch
-            log.debug("dispatch event not delivered", extra={"error": repr(exc)})
+                await self.write(dispatcher_pb2.DispatchOut(call_id=call_id, end=True))

@@ -10,6 +10,7 @@ import logging
 import grpc
 
 from protos import dispatcher_pb2, dispatcher_pb2_grpc
+from svckit.streams import SharedWriter
 
 log = logging.getLogger(__name__)
 
@@ -60,50 +61,56 @@ class DispatchMux:
     def __init__(self, stub: dispatcher_pb2_grpc.DispatcherStub) -> None:
         self._stub = stub
         self._stream: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
-        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
+        self._writer: SharedWriter[dispatcher_pb2.DispatchCall] | None = None
         self._calls: dict[int, MuxCall] = {}
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, request: dispatcher_pb2.DispatchRequest) -> MuxCall:
-        stream = self._open()
+        """Start a dispatch. If the caller is cancelled while the start is being written,
+        the start still goes out whole; the caller cancels the returned call as usual."""
+        writer = self._open()
         call = MuxCall(self, next(self._ids))
         self._calls[call.call_id] = call
-        await self._send(stream, dispatcher_pb2.DispatchCall(call_id=call.call_id, start=request))
+        message = dispatcher_pb2.DispatchCall(call_id=call.call_id, start=request)
+        try:
+            await self._send(writer, message)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
         return call
 
     def send_cancel(self, call_id: int) -> None:
-        stream = self._stream
-        if stream is None:
+        writer = self._writer
+        if writer is None:
             return  # the stream is gone, and every dispatch on it with it
         cancel = dispatcher_pb2.DispatchCall(call_id=call_id, cancel=True)
-        task = asyncio.get_running_loop().create_task(self._send(stream, cancel))
+        task = asyncio.get_running_loop().create_task(self._send(writer, cancel))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     def forget(self, call_id: int) -> None:
         self._calls.pop(call_id, None)
 
+    @staticmethod
     async def _send(
-        self,
-        stream: grpc.aio.StreamStreamCall,  # type: ignore[type-arg]
-        message: dispatcher_pb2.DispatchCall,
+        writer: SharedWriter[dispatcher_pb2.DispatchCall], message: dispatcher_pb2.DispatchCall
     ) -> None:
         try:
-            async with self._write_lock:
-                await stream.write(message)
+            await writer.send(message)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             pass  # the stream is ending: its reader tells every call
 
-    def _open(self) -> grpc.aio.StreamStreamCall:  # type: ignore[type-arg]
-        if self._stream is not None:
-            return self._stream
+    def _open(self) -> SharedWriter[dispatcher_pb2.DispatchCall]:
+        if self._stream is not None and self._writer is not None:
+            return self._writer
         stream = self._stub.Dispatches()
         self._stream = stream
+        self._writer = SharedWriter(stream.write)
         task = asyncio.get_running_loop().create_task(self._read(stream))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return stream
+        return self._writer
 
     async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         error = DispatcherUnavailable("dispatch stream ended")
@@ -117,7 +124,7 @@ class DispatchMux:
             log.warning("dispatcher stream broke", extra={"code": exc.code().name})
         finally:
             if self._stream is stream:
-                self._stream = None  # the next request opens a new stream
+                self._stream = self._writer = None  # the next request opens a new stream
             stream.cancel()
             for call in list(self._calls.values()):
                 call.inbox.put_nowait(error)

@@ -15,6 +15,7 @@ from protos import registry_pb2, registry_pb2_grpc
 from registry_svc.core import AdmitKind, Registry, Reservation
 from registry_svc.errors import RegistryError
 from registry_svc.model import ModelInfo, ModelLoad, Outcome, Provider, Traits
+from svckit.streams import StreamSession
 
 log = logging.getLogger(__name__)
 TRAILER_HTTP_STATUS = "hedgerow-http-status"
@@ -192,7 +193,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         request_iterator: AsyncIterator[registry_pb2.SlotCall],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        await SlotSession(self, context).run()
+        await SlotSession(self, context).serve()
 
     async def Explain(
         self, request: registry_pb2.ExplainRequest, context: grpc.aio.ServicerContext
@@ -233,54 +234,42 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
 
 
-class SlotSession:
+class SlotSession(StreamSession[registry_pb2.SlotCall]):
     """One dispatcher's `Slots` stream. Reserves run concurrently (one may wait in the
     queue while later ones are answered); a Release of a reservation whose Reserve is still
     waiting cancels that Reserve; reservations granted here and not released when the
     stream ends are released as cancelled (the dispatcher that held them is gone)."""
 
     def __init__(self, servicer: RegistryServicer, context: grpc.aio.ServicerContext) -> None:
+        super().__init__(context)
         self._servicer = servicer
-        self._context = context
-        self._write_lock = asyncio.Lock()  # one message in flight on a call at a time
         self._waiting: dict[str, asyncio.Task[None]] = {}  # reservation id -> its Reserve
         self._held: set[str] = set()  # granted over this stream, not yet released
 
-    async def run(self) -> None:
-        try:
-            while (call := await self._context.read()) is not grpc.aio.EOF:
-                assert isinstance(call, registry_pb2.SlotCall)
-                kind = call.WhichOneof("call")
-                if kind == "release":
-                    await self._release(call)
-                elif kind == "reserve":
-                    granted = self._servicer._reserve_now(call.reserve)
-                    if granted is None:
-                        self._start_reserve(call)  # to be refused, or to wait in the queue
-                    else:  # the common case, answered without a task
-                        self._held.add(granted.reservation_id)
-                        await self._answer(
-                            registry_pb2.SlotAnswer(call_id=call.call_id, reserved=granted)
-                        )
-        finally:
-            waiting = list(self._waiting.values())
-            for task in waiting:
-                task.cancel()
-            await asyncio.gather(*waiting, return_exceptions=True)
-            if self._held:
-                log.warning(
-                    "slot stream ended; releasing its reservations",
-                    extra={"count": len(self._held)},
-                )
-            for reservation_id in self._held:
-                self._servicer._registry.release(reservation_id, Outcome(Outcome.CANCELLED))
+    async def on_message(self, message: registry_pb2.SlotCall) -> None:
+        kind = message.WhichOneof("call")
+        if kind == "release":
+            await self._release(message)
+        elif kind == "reserve":
+            granted = self._servicer._reserve_now(message.reserve)
+            if granted is None:
+                self._start_reserve(message)  # to be refused, or to wait in the queue
+            else:  # the common case, answered without a task
+                self._held.add(granted.reservation_id)
+                await self.write(registry_pb2.SlotAnswer(call_id=message.call_id, reserved=granted))
 
-    async def _answer(self, answer: registry_pb2.SlotAnswer) -> None:
-        try:
-            async with self._write_lock:
-                await self._context.write(answer)
-        except Exception as exc:  # the stream is ending: `run` gives back what it held
-            log.debug("slot answer not delivered", extra={"error": repr(exc)})
+    async def on_end(self) -> None:
+        waiting = list(self._waiting.values())
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        if self._held:
+            log.warning(
+                "slot stream ended; releasing its reservations", extra={"count": len(self._held)}
+            )
+        for reservation_id in self._held:
+            self._servicer._registry.release(reservation_id, Outcome(Outcome.CANCELLED))
+        self._held.clear()
 
     async def _release(self, call: registry_pb2.SlotCall) -> None:
         rid = call.release.reservation_id
@@ -289,7 +278,7 @@ class SlotSession:
             waiting.cancel()
         self._held.discard(rid)
         reply = self._servicer._release(call.release)
-        await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, released=reply))
+        await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, released=reply))
 
     def _start_reserve(self, call: registry_pb2.SlotCall) -> None:
         # Unnamed reserves are tracked too (under their call id), so that every one still
@@ -314,7 +303,7 @@ class SlotSession:
                 message=err.message,
                 retry_after_s=float(err.retry_after_s or 0),
             )
-            await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, refused=refusal))
+            await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, refused=refusal))
             return
         self._held.add(reply.reservation_id)
-        await self._answer(registry_pb2.SlotAnswer(call_id=call.call_id, reserved=reply))
+        await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, reserved=reply))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -20,6 +21,9 @@ from urllib.parse import urlsplit
 READ_SIZE = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
+# A pooled connection that fails sooner than this after the request was written is taken
+# for one the upstream had closed while idle (and the request is sent again, once).
+STALE_RETRY_WINDOW_S = 0.25
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
@@ -240,30 +244,37 @@ class Http1Client:
             response.release()
 
     async def _exchange(self, request: bytes) -> Response:
-        while True:
-            conn = await self._connection()
-            try:
-                conn.writer.write(request)
-                try:
-                    await conn.writer.drain()
-                except OSError as exc:
-                    raise _NoResponse(f"connection lost: {exc!r}") from exc
-                return await self._read_head(conn)
-            except _NoResponse:
-                conn.close()
-                # A pooled connection the upstream closed while idle fails before any
-                # response byte: the request never reached it, so send it once more on a
-                # new connection (HTTP clients do the same with idle keep-alives).
-                if not conn.reused:
-                    raise
-            except BaseException:
-                conn.close()
+        conn = await self._connection(pooled=True)
+        sent = time.monotonic()
+        try:
+            return await self._send(conn, request)
+        except _NoResponse:
+            # A pooled connection the upstream closed while idle fails at once, before any
+            # response byte: the request never reached it. Send it once more, on a new
+            # connection (HTTP clients do the same with idle keep-alives). A connection
+            # that dies later, or a new one, may have run the request: no resend.
+            if not conn.reused or time.monotonic() - sent > STALE_RETRY_WINDOW_S:
                 raise
+        return await self._send(await self._connection(pooled=False), request)
 
-    async def _connection(self) -> _Connection:
+    async def _send(self, conn: _Connection, request: bytes) -> Response:
+        """Write the request and read the response head; the connection is closed on any
+        failure."""
+        try:
+            conn.writer.write(request)
+            try:
+                await conn.writer.drain()
+            except OSError as exc:
+                raise _NoResponse(f"connection lost: {exc!r}") from exc
+            return await self._read_head(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _connection(self, *, pooled: bool) -> _Connection:
         if self._closed:
             raise RuntimeError("client is closed")
-        while self._idle:
+        while pooled and self._idle:
             conn = self._idle.pop()
             if conn.usable:
                 conn.reused = True
@@ -329,10 +340,10 @@ class Http1Client:
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length: int | None = None
         if not chunked and "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise HttpError("bad content-length") from None
+            value = headers["content-length"]
+            if not value.isdigit():
+                raise HttpError(f"bad content-length {value[:20]!r}")
+            length = int(value)
         if status in (204, 304):
             length = 0
         if length is None and not chunked:

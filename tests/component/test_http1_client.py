@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from provider_agent.engines import http1
 from provider_agent.engines.http1 import Http1Client, HttpError, HttpTimeout
 
 # A broken client tends to hang rather than fail: bound every test.
@@ -647,3 +648,37 @@ async def test_response_released_after_aclose_is_closed() -> None:
             await client.aclose()
         # read to its end, but the client is closed: not pooled (and leaked), closed
         await wait(srv.conns[0].eof)
+
+
+async def test_a_connection_that_dies_late_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a pooled connection that fails at once is taken for one closed while idle; one
+    that dies after the window may have run the POST, so it is an error, never a resend."""
+    monkeypatch.setattr(http1, "STALE_RETRY_WINDOW_S", 0.0)
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.request()
+            await conn.send(ok(b"one"))
+            await conn.request()
+            conn.writer.close()
+        else:
+            await keep_alive(lambda _: ok(b"two"))(conn)
+
+    async with raw_server(handler) as srv, http_client(srv.url) as client:
+        assert await post_read(client, body=b"1") == b"one"
+        with pytest.raises(HttpError):
+            await post_read(client, body=b"2")
+    assert [r.body for r in srv.requests] == [b"1", b"2"]
+
+
+@pytest.mark.parametrize("length", [b"-1", b"+5", b"1e3"])
+async def test_a_malformed_content_length_is_an_error(length: bytes) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: " + length + b"\r\n\r\nhello")
+
+    async with raw_server(handler) as srv, http_client(srv.url) as client:
+        with pytest.raises(HttpError):
+            await post_read(client)

@@ -9,6 +9,7 @@ still waiting in the queue; and what a dead dispatcher held is given back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from protos import registry_pb2, registry_pb2_grpc
 from registry_svc import server as registry_server
 from registry_svc.config import RegistryConfig
 from registry_svc.core import Registry
-from registry_svc.model import RegistrySettings
+from registry_svc.model import Outcome, RegistrySettings
 from svckit.grpcserver import RunningServer
 
 MODEL = "m"
@@ -226,3 +227,24 @@ async def test_calls_fail_clearly_while_the_registry_is_down_then_work_again() -
         await channel.close()
         await admin.close()
         await running.stop.stop(0)
+
+
+async def test_b12_cancelled_reserves_never_break_the_shared_stream(registry: Running) -> None:
+    """Reserve tasks are cancelled all the time (a race loser, a client gone). One cancelled
+    in the middle of writing its call must not take the stream down: that would release
+    every slot the dispatcher still holds and fail every pending call."""
+    client, channel = client_for(registry)
+    try:
+        await reserve(client, "live")
+        for i in range(120):
+            task = asyncio.create_task(reserve(client, f"cut-{i}"))  # refused: full
+            for _ in range(i % 6):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NoReservation):
+                await task
+        assert await registry.slots_in_use() == 1, "the live reservation is still held"
+        assert registry.core.release("live", Outcome(0)).released
+    finally:
+        await client.aclose()
+        await channel.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
@@ -140,7 +140,7 @@ async def dispatch(
         DispatchMetrics(prom),
         queue_wait_s=1.0,
     )
-    events = cast(AsyncGenerator[list[dispatcher_pb2.DispatchEvent], None], run.run())
+    events = run.run()
     async with asyncio.timeout(5):
         async for batch in events:
             if stop_after_commit and any(event.HasField("chunks") for event in batch):
