@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -38,7 +39,7 @@ class SharedWriter(Generic[M]):
             await self._write(message)
 
 
-class StreamSession(Generic[M]):
+class StreamSession(ABC, Generic[M]):
     """The server side of one long-lived bidi stream: reads messages in order and hands
     each to `on_message`; `write()` answers from any task. A write that fails means the
     stream cannot carry answers any more: the session then ends (the peer sees the stream
@@ -75,8 +76,9 @@ class StreamSession(Generic[M]):
                 log.warning("stream write failed; ending the stream", extra={"error": repr(exc)})
                 self._runner.cancel()
 
+    @abstractmethod
     async def on_message(self, message: M) -> None:
-        raise NotImplementedError
+        """Handle one message read from the stream, in order."""
 
     async def on_end(self) -> None:
         """Called once when the stream is over."""
