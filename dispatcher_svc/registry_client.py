@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from dispatcher_svc.link import ProviderSession
 from protos import hedgerow_common_pb2 as common_pb2
 from protos import provider_link_pb2 as link_pb2
 from protos import registry_pb2, registry_pb2_grpc
-from svckit.streams import SharedWriter
+from svckit.streams import ClientStream
 
 log = logging.getLogger(__name__)
 RELEASE_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
@@ -47,16 +46,15 @@ class SlotsUnavailable(Exception):
 
 
 class SlotStream:
-    """Reserve and Release calls multiplexed over one `Slots` stream, opened on first use
-    and opened again after it breaks. Calls in flight when it breaks fail with
-    SlotsUnavailable (the registry releases what the stream held)."""
+    """Reserve and Release calls multiplexed over one `Slots` stream (see `ClientStream`).
+    Calls in flight when it ends fail with SlotsUnavailable (the registry releases what the
+    stream held)."""
 
     def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
-        self._stub = stub
-        self._stream: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
-        self._writer: SharedWriter[registry_pb2.SlotCall] | None = None
         self._pending: dict[int, asyncio.Future[registry_pb2.SlotAnswer]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._stream: ClientStream[registry_pb2.SlotCall, registry_pb2.SlotAnswer] = ClientStream(
+            "slots", stub.Slots, self._answer, self._fail_all
+        )
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -64,56 +62,31 @@ class SlotStream:
         """Send `call` and wait up to `timeout_s` for its answer."""
         if self._closed:
             raise SlotsUnavailable("registry client closed")
-        writer = self._open()
         call.call_id = next(self._ids)
         answer: asyncio.Future[registry_pb2.SlotAnswer] = asyncio.get_running_loop().create_future()
         self._pending[call.call_id] = answer
         try:
             async with asyncio.timeout(timeout_s):
-                try:
-                    await writer.send(call)
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                    # The stream is ending; the reader fails every pending call.
-                    pass
+                await self._stream.send(call)
                 return await answer
         except TimeoutError:
             raise SlotsUnavailable(f"no answer from the registry within {timeout_s:g} s") from None
         finally:
             self._pending.pop(call.call_id, None)
 
-    def _open(self) -> SharedWriter[registry_pb2.SlotCall]:
-        if self._stream is not None and self._writer is not None:
-            return self._writer
-        stream = self._stub.Slots()
-        self._stream = stream
-        self._writer = SharedWriter(stream.write)
-        self._reader = asyncio.get_running_loop().create_task(self._read(stream))
-        return self._writer
+    def _answer(self, answer: registry_pb2.SlotAnswer) -> None:
+        future = self._pending.get(answer.call_id)
+        if future is not None and not future.done():
+            future.set_result(answer)
 
-    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
-        error = "slot stream ended"
-        try:
-            while (answer := await stream.read()) is not grpc.aio.EOF:
-                future = self._pending.get(answer.call_id)
-                if future is not None and not future.done():
-                    future.set_result(answer)
-        except grpc.aio.AioRpcError as exc:
-            error = f"slot stream broke: {exc.code().name}"
-            log.warning("registry slot stream broke", extra={"code": exc.code().name})
-        finally:
-            if self._stream is stream:
-                self._stream = self._writer = None  # the next call opens a new stream
-            stream.cancel()
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(SlotsUnavailable(error))
+    def _fail_all(self, reason: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(SlotsUnavailable(reason))
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await self._stream.aclose()
 
 
 class GrpcRegistry:

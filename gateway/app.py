@@ -191,6 +191,13 @@ def _is_anthropic(path: str) -> bool:
     return path.startswith("/v1/messages")
 
 
+def _internal_error(path: str) -> Response:
+    """A bug of ours: logged with its traceback (call while handling it), told as a 500."""
+    log.exception("unhandled error", extra={"path": path})
+    err = ApiError(500, "internal_error", "internal error")
+    return error_response(err, anthropic=_is_anthropic(path))
+
+
 class Gateway:
     """The request pipeline shared by every dialect."""
 
@@ -251,9 +258,7 @@ class Gateway:
         try:
             response = await self.handle(Request(scope, receive), dialect)
         except Exception:
-            log.exception("unhandled error", extra={"path": scope["path"]})
-            err = ApiError(500, "internal_error", "internal error")
-            response = error_response(err, anthropic=dialect.anthropic_errors)
+            response = _internal_error(scope["path"])
         await response(scope, receive, send)
 
     async def handle(self, request: Request, dialect: Dialect) -> Response:
@@ -534,8 +539,6 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        err = ApiError(500, "internal_error", "internal error")
-        return error_response(err, anthropic=_is_anthropic(request.url.path))
+        return _internal_error(request.url.path)
 
     return Edge(app, state, ROUTES)

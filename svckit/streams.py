@@ -11,15 +11,19 @@ message still goes out whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 log = logging.getLogger(__name__)
 M = TypeVar("M")
+A = TypeVar("A")
+# What a write raises on a stream that is ending (its end is told by its reader).
+_STREAM_ENDING = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
 
 
 class SharedWriter(Generic[M]):
@@ -82,3 +86,79 @@ class StreamSession(ABC, Generic[M]):
 
     async def on_end(self) -> None:
         """Called once when the stream is over."""
+
+
+class ClientStream(Generic[M, A]):
+    """The client side of a long-lived bidi stream that carries many calls: opened on first
+    use, and again after it ends. Every message read goes to `on_answer`; when a stream
+    ends (broken, or closed by the peer), `on_end` is told why, once, so that the calls
+    still waiting on it fail instead of hanging."""
+
+    def __init__(
+        self,
+        name: str,
+        open_call: Callable[[], grpc.aio.StreamStreamCall],  # type: ignore[type-arg]
+        on_answer: Callable[[A], None],
+        on_end: Callable[[str], None],
+    ) -> None:
+        self._name = name
+        self._open_call = open_call
+        self._on_answer = on_answer
+        self._on_end = on_end
+        self._stream: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+        self._writer: SharedWriter[M] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    async def send(self, message: M) -> None:
+        """Write `message`, opening the stream if need be. A stream that is ending takes
+        it silently: its end is told through `on_end`."""
+        await self._send(self._open(), message)
+
+    def send_soon(self, message: M) -> None:
+        """`send` in the background, on the stream open now (none open: dropped)."""
+        if self._writer is not None:
+            self._spawn(self._send(self._writer, message))
+
+    @staticmethod
+    async def _send(writer: SharedWriter[M], message: M) -> None:
+        with contextlib.suppress(
+            grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError
+        ):
+            await writer.send(message)
+
+    def _open(self) -> SharedWriter[M]:
+        if self._writer is None:
+            stream = self._open_call()
+            self._stream, self._writer = stream, SharedWriter(stream.write)
+            self._spawn(self._read(stream))
+        return self._writer
+
+    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        reason = f"{self._name} stream ended"
+        try:
+            while (answer := await stream.read()) is not grpc.aio.EOF:
+                self._on_answer(answer)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{self._name} stream broke: {exc.code().name}"
+            log.warning("stream broke", extra={"stream": self._name, "code": exc.code().name})
+        finally:
+            if self._stream is stream:
+                self._stream = self._writer = None  # the next call opens a new stream
+            stream.cancel()
+            self._on_end(reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
