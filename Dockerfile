@@ -6,7 +6,7 @@ COPY normalizer_svc normalizer_svc
 COPY registry_svc registry_svc
 COPY dispatcher_svc dispatcher_svc
 COPY provider_agent provider_agent
-COPY protos protos
+COPY contract contract
 COPY svckit svckit
 COPY stack stack
 COPY bench bench

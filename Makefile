@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 protos: $(STAMP)
-	$(PY) -m protos.generate
+	$(PY) -m contract.generate
 
 check-protos: $(STAMP)
-	$(PY) -m protos.generate --check
+	$(PY) -m contract.generate --check
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -10,10 +10,10 @@ import time
 import grpc
 from websockets.asyncio.client import ClientConnection, connect
 
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.sealing import KeyPair, SealedChannel
 from dispatcher_svc.registry_client import GrpcRegistry
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel
 from stack.launcher import ENROLLMENT_TOKEN, Stack
 
 MODEL = "hedgerow-sim-1"

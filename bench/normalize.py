@@ -13,10 +13,10 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry
 
+from contract import normalizer_pb2, normalizer_pb2_grpc
+from contract.schema import normalize_body
 from normalizer_svc import server
 from normalizer_svc.config import NormalizerConfig
-from normalizer_svc.schema import normalize_body
-from protos import normalizer_pb2, normalizer_pb2_grpc
 
 
 def five_tool_body() -> bytes:

@@ -12,8 +12,8 @@ import time
 
 import grpc
 
+from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc.registry_client import GrpcRegistry
-from protos import hedgerow_common_pb2 as common_pb2
 from registry_svc import server
 from registry_svc.config import RegistryConfig
 from registry_svc.core import Registry

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contract.link import MAX_FRAME_BYTES
 from svckit.env import ConfigError, env_float, env_int, env_list, env_str
 
 DEFAULT_PORT = 50063
@@ -24,7 +25,7 @@ class DispatcherConfig:
     link_port: int = DEFAULT_LINK_PORT
     registry_addr: str = DEFAULT_REGISTRY_ADDR
     enrollment_tokens: tuple[str, ...] = (DEV_ENROLLMENT_TOKEN,)
-    max_frame_bytes: int = 10 * 1024 * 1024
+    max_frame_bytes: int = MAX_FRAME_BYTES
     heartbeat_interval_s: float = 5.0
     offline_after_s: float = 15.0
     challenge_interval_s: float = 300.0

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter
 
+from contract import dispatcher_pb2
+from contract import hedgerow_common_pb2 as common_pb2
+from contract.chunks import is_boilerplate
 from dispatcher_svc import machine as m
-from dispatcher_svc.chunks import is_boilerplate
 from dispatcher_svc.config import DispatcherConfig
 from dispatcher_svc.link import (
     Attempt,
@@ -30,8 +32,6 @@ from dispatcher_svc.link import (
     LinkServer,
 )
 from dispatcher_svc.registry_client import GrpcRegistry, NoReservation
-from protos import dispatcher_pb2
-from protos import hedgerow_common_pb2 as common_pb2
 
 log = logging.getLogger(__name__)
 RETRY_RESERVE_TIMEOUT_S = 5.0

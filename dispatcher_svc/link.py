@@ -20,15 +20,13 @@ from google.protobuf.message import DecodeError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL
+from contract.sealing import KeyPair, SealedChannel, SealError
 from dispatcher_svc.config import DispatcherConfig
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel, SealError
 
 log = logging.getLogger(__name__)
-
-CLOSE_POLICY = 1008
-CLOSE_PROTOCOL = 1002
 
 
 # --- what an attempt sees -------------------------------------------------------------

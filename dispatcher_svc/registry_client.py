@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract import registry_pb2, registry_pb2_grpc
 from dispatcher_svc.link import ProviderSession
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos import registry_pb2, registry_pb2_grpc
 from svckit.streams import ClientStream
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import contextlib
 
 import grpc
 
+from contract import dispatcher_pb2, dispatcher_pb2_grpc
 from dispatcher_svc.driver import Dispatcher
-from protos import dispatcher_pb2, dispatcher_pb2_grpc
 from svckit.streams import StreamSession
 
 _TERMINAL = frozenset({"completed", "failed", "stream_error"})

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from contract import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 from gateway.backends import Backends
 from gateway.canonical import CanonicalRequest
 from gateway.config import GatewayConfig
@@ -30,7 +31,6 @@ from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, bad_request, error_response, from_failed
 from gateway.mux import DispatcherUnavailable, MuxCall
 from gateway.ratelimit import Limit, RateLimiter, parse_limits
-from protos import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

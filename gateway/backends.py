@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from contract import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
 from gateway.config import GatewayConfig
 from gateway.mux import DispatchMux
-from protos import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
 from svckit.grpcserver import CHANNEL_OPTIONS
 
 

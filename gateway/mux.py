@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from protos import dispatcher_pb2, dispatcher_pb2_grpc
+from contract import dispatcher_pb2, dispatcher_pb2_grpc
 from svckit.streams import ClientStream
 
 

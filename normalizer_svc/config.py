@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from normalizer_svc.schema import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DEPTH
+from contract.schema import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DEPTH
 from svckit.env import env_int, env_str
 
 DEFAULT_PORT = 50061

@@ -7,9 +7,9 @@ import logging
 import grpc
 from prometheus_client import CollectorRegistry
 
+from contract import normalizer_pb2, normalizer_pb2_grpc
 from normalizer_svc.config import NormalizerConfig
 from normalizer_svc.servicer import NormalizerMetrics, NormalizerServicer
-from protos import normalizer_pb2, normalizer_pb2_grpc
 from svckit.grpcserver import RunningServer, start_grpc, start_metrics, wait_for_stop_signal
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from contract import normalizer_pb2, normalizer_pb2_grpc
+from contract.schema import normalize_body
 from normalizer_svc.config import NormalizerConfig
-from normalizer_svc.schema import normalize_body
-from protos import normalizer_pb2, normalizer_pb2_grpc
 
 
 class NormalizerMetrics:

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from normalizer_svc.schema import repair_tools
+from contract.schema import repair_tools
 from provider_agent.engines.base import Engine, EngineError, EngineOutput, GenerateRequest
 from provider_agent.scan import ModelCard, TemplateCache, TemplateRenderError, render_prompt
 from provider_agent.templates import Strictness, TemplateCompileError

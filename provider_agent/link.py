@@ -21,10 +21,11 @@ from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from dispatcher_svc.chunks import is_boilerplate
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel, SealError
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.chunks import is_boilerplate
+from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL, MAX_FRAME_BYTES
+from contract.sealing import KeyPair, SealedChannel, SealError
 from provider_agent.batching import ready_batches
 from provider_agent.config import AgentConfig
 from provider_agent.engines.base import (
@@ -37,9 +38,6 @@ from provider_agent.handler import RequestHandler
 from provider_agent.scan import ModelCard
 
 log = logging.getLogger(__name__)
-MAX_FRAME_BYTES = 10 * 1024 * 1024
-CLOSE_POLICY = 1008  # the dispatcher's "rejected" close code (bad token, failed challenge)
-CLOSE_PROTOCOL = 1002
 
 
 def model_infos(cards: dict[str, ModelCard], max_concurrency: int) -> list[common_pb2.ModelInfo]:

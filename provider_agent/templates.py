@@ -348,7 +348,7 @@ class Fixture:
 
 def canonical_tool() -> dict[str, Any]:
     """The tool in post-repair shape -- what providers receive, a fixed point of
-    ``normalizer_svc.schema`` (every schema node has a string ``type``; nullability is
+    ``contract.schema`` (every schema node has a string ``type``; nullability is
     ``nullable: true``): an enum, array items, a nested object with its own required
     list, a nullable property, and the real-world shapes Pydantic and OpenAI's strict
     helper send, as repaired: an integer enum (an ``IntEnum`` field, inlined), and an

@@ -7,8 +7,8 @@ import argparse
 
 import grpc
 
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import registry_pb2, registry_pb2_grpc
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import registry_pb2, registry_pb2_grpc
 from registry_svc.config import RegistryConfig
 
 

@@ -11,7 +11,7 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry, Gauge
 
-from protos import registry_pb2, registry_pb2_grpc
+from contract import registry_pb2, registry_pb2_grpc
 from registry_svc.config import RegistryConfig
 from registry_svc.core import Registry
 from registry_svc.servicer import RegistryServicer

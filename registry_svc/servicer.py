@@ -10,8 +10,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import registry_pb2, registry_pb2_grpc
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import registry_pb2, registry_pb2_grpc
 from registry_svc.core import AdmitKind, Registry, Reservation
 from registry_svc.errors import RegistryError
 from registry_svc.model import ModelInfo, ModelLoad, Outcome, Provider, Traits

@@ -23,7 +23,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import registry_pb2, registry_pb2_grpc
+from contract import registry_pb2, registry_pb2_grpc
 from svckit.parent import ENV as PARENT_ENV
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"

@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
     lowered_chat,
@@ -23,7 +24,6 @@ from gateway.dialects.deltas import (
     text_of,
 )
 from gateway.errors import bad_request
-from protos import hedgerow_common_pb2 as common_pb2
 
 STOP_REASONS = {
     "stop": "end_turn",

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import CanonicalRequest
-from protos import hedgerow_common_pb2 as common_pb2
 
 
 class StreamRenderer(Protocol):

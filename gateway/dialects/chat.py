@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
     allowlist,
@@ -18,7 +19,6 @@ from gateway.canonical import (
 )
 from gateway.dialects.deltas import ToolArgs, ToolStart, chat_deltas, first_choice, parse_chunk
 from gateway.errors import bad_request
-from protos import hedgerow_common_pb2 as common_pb2
 
 DONE = b"data: [DONE]\n\n"
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
     allowlist,
@@ -17,7 +18,6 @@ from gateway.canonical import (
 from gateway.dialects.chat import ChatStream, usage_dict
 from gateway.dialects.deltas import first_choice, parse_chunk
 from gateway.errors import bad_request
-from protos import hedgerow_common_pb2 as common_pb2
 
 
 def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
     lowered_chat,
@@ -17,7 +18,6 @@ from gateway.canonical import (
 )
 from gateway.dialects.deltas import TextDelta, ToolArgs, ToolStart, chat_deltas, text_of
 from gateway.errors import bad_request
-from protos import hedgerow_common_pb2 as common_pb2
 
 _PASSTHROUGH = ("temperature", "top_p", "parallel_tool_calls", "user", "seed")
 _ROLE_MAP = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}

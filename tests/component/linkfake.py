@@ -21,8 +21,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel
+from contract import provider_link_pb2 as link_pb2
+from contract.sealing import KeyPair, SealedChannel
 
 TOKEN = "test-enrollment"
 

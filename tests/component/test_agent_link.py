@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.sealing import KeyPair, SealedChannel
 from dispatcher_svc.config import DispatcherConfig
 from dispatcher_svc.link import LinkChunk, LinkComplete, LinkServer, ProviderSession
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel
 from provider_agent.config import AgentConfig, SimSettings
 from provider_agent.engines.base import Engine, EngineOutput, GenerateRequest
 from provider_agent.engines.sim import SimEngine

@@ -20,6 +20,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.sealing import KeyPair, SealedChannel, SealError
 from dispatcher_svc.config import DispatcherConfig
 from dispatcher_svc.link import (
     Attempt,
@@ -31,9 +34,6 @@ from dispatcher_svc.link import (
     LinkServer,
     ProviderSession,
 )
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel, SealError
 
 TOKEN = "link-security-token"
 MODEL = "hedgerow-sim-1"

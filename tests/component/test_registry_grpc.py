@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import registry_pb2, registry_pb2_grpc
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import registry_pb2, registry_pb2_grpc
 from registry_svc import server as registry_server
 from registry_svc.config import RegistryConfig
 from registry_svc.core import Registry

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import provider_link_pb2 as link_pb2
-from protos.sealing import KeyPair, SealedChannel
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import provider_link_pb2 as link_pb2
+from contract.sealing import KeyPair, SealedChannel
 
 
 class RecordingProvider:

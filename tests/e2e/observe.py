@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import httpx
 
-from protos import hedgerow_common_pb2, registry_pb2, registry_pb2_grpc
+from contract import hedgerow_common_pb2, registry_pb2, registry_pb2_grpc
 from stack.launcher import Stack
 
 CANCELLED = 0  # the Release status of an attempt given up without blame (no strike)

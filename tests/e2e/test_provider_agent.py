@@ -27,8 +27,8 @@ import httpx
 import openai
 import pytest
 
-from protos import hedgerow_common_pb2 as common_pb2
-from protos import registry_pb2, registry_pb2_grpc
+from contract import hedgerow_common_pb2 as common_pb2
+from contract import registry_pb2, registry_pb2_grpc
 from stack.launcher import API_KEY, MODELS_DIR, ProviderSpec, Stack
 from tests.component.linkfake import TOKEN, FakeDispatcher
 from tests.component.upstream import WORDS, FakeUpstream, fake_upstream

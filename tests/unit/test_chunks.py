@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher_svc.chunks import is_boilerplate
+from contract.chunks import is_boilerplate
 
 
 def chat(*choices: object, **top: object) -> bytes:

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract import hedgerow_common_pb2 as common_pb2
 from gateway.dialects.anthropic import MessagesStream
 from gateway.dialects.chat import ChatAssembler, ChatStream
 from gateway.dialects.completions import CompletionsAssembler
@@ -23,7 +24,6 @@ from gateway.dialects.registry import (
 )
 from gateway.dialects.responses import ResponsesStream
 from gateway.errors import ApiError
-from protos import hedgerow_common_pb2 as common_pb2
 
 scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)

@@ -11,6 +11,8 @@ from typing import Any, cast
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contract import dispatcher_pb2
+from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc import machine as m
 from dispatcher_svc.driver import DispatchMetrics, DispatchRun
 from dispatcher_svc.link import (
@@ -22,8 +24,6 @@ from dispatcher_svc.link import (
     LinkServer,
 )
 from dispatcher_svc.registry_client import GrpcRegistry, Reservation
-from protos import dispatcher_pb2
-from protos import hedgerow_common_pb2 as common_pb2
 
 
 @pytest.mark.parametrize(

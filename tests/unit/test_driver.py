@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from contract import dispatcher_pb2
 from dispatcher_svc import machine as m
 from dispatcher_svc.driver import DispatchMetrics, DispatchRun
 from dispatcher_svc.link import LinkChunk, LinkServer
 from dispatcher_svc.registry_client import GrpcRegistry
-from protos import dispatcher_pb2
 from tests.unit.test_dispatch_metrics import (
     CONTENT,
     DONE,

@@ -1,4 +1,4 @@
-"""Unit tests for normalizer_svc.schema: one test per case of rules D1-D3."""
+"""Unit tests for contract.schema: one test per case of rules D1-D3."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from normalizer_svc.schema import (
+from contract.schema import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
     SCHEMA_RECORD_KEY,

@@ -1,4 +1,4 @@
-"""Property tests for normalizer_svc.schema (D1-D3) over arbitrary bodies and schemas."""
+"""Property tests for contract.schema (D1-D3) over arbitrary bodies and schemas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from normalizer_svc.schema import normalize_body
+from contract.schema import normalize_body
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

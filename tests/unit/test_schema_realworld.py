@@ -1,5 +1,5 @@
 """Real-world tool schemas (issue 6, rules D4-D10): what Pydantic and OpenAI's
-``pydantic_function_tool`` really generate, repaired by normalizer_svc.schema.
+``pydantic_function_tool`` really generate, repaired by contract.schema.
 
 For every generated schema: the raw one crashes a strict Gemma-style template wherever a
 node is typeless (Optional, $ref, Any...), the repaired one renders through it in STRICT
@@ -29,7 +29,7 @@ from jsonschema import (  # type: ignore[import-untyped]  # no stubs; not a depe
 )
 from pydantic import BaseModel, Field, create_model
 
-from normalizer_svc.schema import SCHEMA_RECORD_KEY, normalize_body, repair_tools
+from contract.schema import SCHEMA_RECORD_KEY, normalize_body, repair_tools
 from provider_agent.templates import (
     ChatTemplate,
     Strictness,

@@ -14,7 +14,7 @@ import pytest
 from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from normalizer_svc.schema import normalize_body
+from contract.schema import normalize_body
 
 GEMMA_STYLE_TEMPLATE = """\
 {%- macro render_schema(schema) -%}

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from normalizer_svc.schema import normalize_body, repair_tools
+from contract.schema import normalize_body, repair_tools
 from provider_agent.templates import (
     STRICT_STRING_FILTERS,
     FixtureGroup,

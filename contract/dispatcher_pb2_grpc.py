@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import dispatcher_pb2 as dispatcher__pb2
+from contract import dispatcher_pb2 as dispatcher__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

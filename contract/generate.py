@@ -1,8 +1,8 @@
-"""Regenerate the Python code for every .proto in protos/src into protos/.
+"""Regenerate the Python code for every .proto in contract/proto into contract/.
 
-Run as `python -m protos.generate` (or `python protos/generate.py`). `--check` regenerates
+Run as `python -m contract.generate` (or `make protos`). `--check` regenerates
 into a temporary folder and exits 1 when the committed files differ (CI freshness check).
-Imports are rewritten to `from protos import x_pb2` so the package is the only import root.
+Imports are rewritten to `from contract import x_pb2` so the package is the only import root.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE / "src"
+SRC = HERE / "proto"
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 _IMPORT = re.compile(r"^import (\w+_pb2)( as \w+)?$", re.MULTILINE)
 
@@ -39,7 +39,7 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     written = sorted(p for p in out.iterdir() if p.name.endswith(SUFFIXES))
     for path in written:
-        text = _IMPORT.sub(r"from protos import \1\2", path.read_text())
+        text = _IMPORT.sub(r"from contract import \1\2", path.read_text())
         path.write_text(text)
     return written
 
