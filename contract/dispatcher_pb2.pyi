@@ -57,12 +57,6 @@ class DispatchRequest(_message.Message):
     allowlist: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., body: _Optional[bytes] = ..., kind: _Optional[_Union[RequestKind, str]] = ..., traits: _Optional[_Union[_hedgerow_common_pb2.Traits, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class Queued(_message.Message):
-    __slots__ = ("retry_after_s",)
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
-    retry_after_s: float
-    def __init__(self, retry_after_s: _Optional[float] = ...) -> None: ...
-
 class Committed(_message.Message):
     __slots__ = ("provider_id", "provider_version", "attempts", "queue_us", "dispatch_us", "provider_us", "admit_us")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,41 +87,19 @@ class Completed(_message.Message):
     usage: _hedgerow_common_pb2.Usage
     def __init__(self, usage: _Optional[_Union[_hedgerow_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
-class StreamError(_message.Message):
-    __slots__ = ("status_code", "message")
-    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    status_code: int
-    message: str
-    def __init__(self, status_code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
-
-class Failed(_message.Message):
-    __slots__ = ("http_status", "code", "message", "retry_after_s")
-    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
-    http_status: int
-    code: str
-    message: str
-    retry_after_s: float
-    def __init__(self, http_status: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
-
 class DispatchEvent(_message.Message):
-    __slots__ = ("queued", "committed", "chunks", "completed", "stream_error", "failed")
-    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("committed", "chunks", "completed", "stream_error", "failed")
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     STREAM_ERROR_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
-    queued: Queued
     committed: Committed
     chunks: Chunks
     completed: Completed
-    stream_error: StreamError
-    failed: Failed
-    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., chunks: _Optional[_Union[Chunks, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., stream_error: _Optional[_Union[StreamError, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ...) -> None: ...
+    stream_error: _hedgerow_common_pb2.Error
+    failed: _hedgerow_common_pb2.Error
+    def __init__(self, committed: _Optional[_Union[Committed, _Mapping]] = ..., chunks: _Optional[_Union[Chunks, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., stream_error: _Optional[_Union[_hedgerow_common_pb2.Error, _Mapping]] = ..., failed: _Optional[_Union[_hedgerow_common_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class DispatchEvents(_message.Message):
     __slots__ = ("events",)

@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedgerow_common.proto\x12\x08hedgerow\"4\n\x06Traits\x12\x11\n\thas_tools\x18\x01 \x01(\x08\x12\x17\n\x0frequires_vision\x18\x02 \x01(\x08\"\xf1\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tis_vision\x18\x02 \x01(\x08\x12\x1f\n\x12template_render_ok\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\ncap_system\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x16\n\tcap_tools\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x17\n\ncap_vision\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\x05\x42\x15\n\x13_template_render_okB\r\n\x0b_cap_systemB\x0c\n\n_cap_toolsB\r\n\x0b_cap_vision\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedgerow_common.proto\x12\x08hedgerow\"4\n\x06Traits\x12\x11\n\thas_tools\x18\x01 \x01(\x08\x12\x17\n\x0frequires_vision\x18\x02 \x01(\x08\"\xf1\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tis_vision\x18\x02 \x01(\x08\x12\x1f\n\x12template_render_ok\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\ncap_system\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x16\n\tcap_tools\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x17\n\ncap_vision\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\x05\x42\x15\n\x13_template_render_okB\r\n\x0b_cap_systemB\x0c\n\n_cap_toolsB\r\n\x0b_cap_vision\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"b\n\x05\x45rror\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.hedgerow.ErrorCode\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01*\xc1\x03\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x01\x12\x1e\n\x1a\x45RROR_CODE_INVALID_API_KEY\x10\x02\x12\x18\n\x14\x45RROR_CODE_NOT_FOUND\x10\x03\x12\x1e\n\x1a\x45RROR_CODE_MODEL_NOT_FOUND\x10\x04\x12 \n\x1c\x45RROR_CODE_REQUEST_TOO_LARGE\x10\x05\x12\"\n\x1e\x45RROR_CODE_RATE_LIMIT_EXCEEDED\x10\x06\x12 \n\x1c\x45RROR_CODE_MODEL_UNAVAILABLE\x10\x07\x12\x1e\n\x1a\x45RROR_CODE_MODEL_TOO_LARGE\x10\x08\x12\x1d\n\x19\x45RROR_CODE_PROVIDER_ERROR\x10\t\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\n\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\x0b\x12\"\n\x1e\x45RROR_CODE_SERVICE_UNAVAILABLE\x10\x0c\x12\x1d\n\x19\x45RROR_CODE_INTERNAL_ERROR\x10\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedgerow_common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORCODE']._serialized_start=515
+  _globals['_ERRORCODE']._serialized_end=964
   _globals['_TRAITS']._serialized_start=35
   _globals['_TRAITS']._serialized_end=87
   _globals['_MODELINFO']._serialized_start=90
   _globals['_MODELINFO']._serialized_end=331
   _globals['_USAGE']._serialized_start=333
   _globals['_USAGE']._serialized_end=412
+  _globals['_ERROR']._serialized_start=414
+  _globals['_ERROR']._serialized_end=512
 # @@protoc_insertion_point(module_scope)

@@ -179,18 +179,6 @@ class SlotCall(_message.Message):
     timeout_s: float
     def __init__(self, call_id: _Optional[int] = ..., reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
-class SlotRefusal(_message.Message):
-    __slots__ = ("http_status", "code", "message", "retry_after_s")
-    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
-    http_status: int
-    code: str
-    message: str
-    retry_after_s: float
-    def __init__(self, http_status: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
-
 class SlotAnswer(_message.Message):
     __slots__ = ("call_id", "reserved", "released", "refused")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -200,8 +188,8 @@ class SlotAnswer(_message.Message):
     call_id: int
     reserved: ReserveReply
     released: ReleaseReply
-    refused: SlotRefusal
-    def __init__(self, call_id: _Optional[int] = ..., reserved: _Optional[_Union[ReserveReply, _Mapping]] = ..., released: _Optional[_Union[ReleaseReply, _Mapping]] = ..., refused: _Optional[_Union[SlotRefusal, _Mapping]] = ...) -> None: ...
+    refused: _hedgerow_common_pb2.Error
+    def __init__(self, call_id: _Optional[int] = ..., reserved: _Optional[_Union[ReserveReply, _Mapping]] = ..., released: _Optional[_Union[ReleaseReply, _Mapping]] = ..., refused: _Optional[_Union[_hedgerow_common_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "traits", "allowlist")

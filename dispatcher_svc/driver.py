@@ -215,25 +215,10 @@ class DispatchRun:
             elif isinstance(action, m.InBandError):
                 self.metrics.in_band_errors.inc()
                 self.metrics.requests.labels("in_band_error").inc()
-                out.append(
-                    dispatcher_pb2.DispatchEvent(
-                        stream_error=dispatcher_pb2.StreamError(
-                            status_code=action.status_code, message=action.message
-                        )
-                    )
-                )
+                out.append(dispatcher_pb2.DispatchEvent(stream_error=action.failure.to_proto()))
             elif isinstance(action, m.Fail):
                 self.metrics.requests.labels("failed").inc()
-                out.append(
-                    dispatcher_pb2.DispatchEvent(
-                        failed=dispatcher_pb2.Failed(
-                            http_status=action.http_status,
-                            code=action.code,
-                            message=action.message,
-                            retry_after_s=action.retry_after_s or 0.0,
-                        )
-                    )
-                )
+                out.append(dispatcher_pb2.DispatchEvent(failed=action.failure.to_proto()))
         return out
 
     def _fire(self, timer: m.Timer) -> None:
@@ -287,9 +272,9 @@ class DispatchRun:
                     action.attempt,
                     full=exc.http_status == 429,
                     retry_after_s=exc.retry_after_s or None,
-                    message=exc.detail,
+                    message=exc.failure.message,
                     status=exc.http_status,
-                    code=exc.code,
+                    code=exc.failure.code,
                 )
             )
             return

@@ -39,6 +39,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from contract.errors import ErrorCode, Failure
+
 __all__ = [
     "CANCELLED",
     "NON_RETRYABLE",
@@ -179,7 +181,7 @@ class NoProvider:
     retry_after_s: float | None = None
     message: str = ""
     status: int = 503
-    code: str = "model_unavailable"
+    code: ErrorCode = ErrorCode.MODEL_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,17 +320,29 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class InBandError:
+    """After commit: the stream ends with this error, in band (B3)."""
+
     status_code: int
-    code: str
+    code: ErrorCode
     message: str
+
+    @property
+    def failure(self) -> Failure:
+        return Failure(self.code, self.message, self.status_code)
 
 
 @dataclass(frozen=True, slots=True)
 class Fail:
+    """Before commit: the request fails with this error status (B11)."""
+
     http_status: int
-    code: str
+    code: ErrorCode
     message: str
     retry_after_s: float | None = None
+
+    @property
+    def failure(self) -> Failure:
+        return Failure(self.code, self.message, self.http_status, self.retry_after_s or 0.0)
 
 
 Action = (
@@ -761,9 +775,9 @@ def _abandon(state: DispatchState, event: ClientGone | Shutdown) -> Step:
     if isinstance(event, Shutdown):
         message = "dispatcher shutting down"
         if streaming is not None:
-            actions.append(InBandError(503, "shutting_down", message))
+            actions.append(InBandError(503, ErrorCode.SHUTTING_DOWN, message))
         else:
-            actions.append(Fail(503, "shutting_down", message))
+            actions.append(Fail(503, ErrorCode.SHUTTING_DOWN, message))
         terminal = Phase.FAILED
     state = replace(state, live=(), speculative=None, streaming=None, terminal=terminal)
     return state, actions
@@ -783,12 +797,16 @@ def _fail(state: DispatchState, actions: list[Action]) -> Step:
         fail = Fail(failure.status, _error_code(failure.status), failure.message)
     elif verdict is not None and verdict.full:
         message = verdict.message or "all capable providers are busy"
-        fail = Fail(429, "rate_limit_exceeded", message, verdict.retry_after_s)
+        fail = Fail(429, ErrorCode.RATE_LIMIT_EXCEEDED, message, verdict.retry_after_s)
     else:
         retry_after = verdict.retry_after_s if verdict is not None else None
         message = (verdict.message if verdict is not None else "") or "no provider available"
-        status, code = (verdict.status, verdict.code) if verdict is not None else (503, "")
-        fail = Fail(status, code or "model_unavailable", message, retry_after)
+        status, code = (
+            (verdict.status, verdict.code)
+            if verdict is not None
+            else (503, ErrorCode.MODEL_UNAVAILABLE)
+        )
+        fail = Fail(status, code, message, retry_after)
     actions.append(fail)
     return replace(state, live=(), speculative=None, terminal=Phase.FAILED), actions
 
@@ -820,9 +838,9 @@ def _failure_status(status: int) -> int:
     return status if 400 <= status <= 599 else _DISCONNECT
 
 
-def _error_code(status: int) -> str:
+def _error_code(status: int) -> ErrorCode:
     if status == _TIMEOUT:
-        return "timeout"
+        return ErrorCode.TIMEOUT
     if status in NON_RETRYABLE:
-        return "invalid_request"
-    return "provider_error"
+        return ErrorCode.INVALID_REQUEST
+    return ErrorCode.PROVIDER_ERROR

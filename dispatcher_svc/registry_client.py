@@ -13,6 +13,7 @@ import grpc
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
 from contract import registry_pb2, registry_pb2_grpc
+from contract.errors import ErrorCode, Failure
 from dispatcher_svc.link import ProviderSession
 from svckit.streams import ClientStream
 
@@ -30,15 +31,19 @@ class Reservation:
 
 
 class NoReservation(Exception):
-    """Reserve found no provider: the registry's HTTP status, code, message and retry-after
-    (an unreachable registry is a 503)."""
+    """Reserve found no provider: the registry's refusal (an unreachable registry is a 503)."""
 
-    def __init__(self, http_status: int, code: str, detail: str, retry_after_s: float) -> None:
-        super().__init__(detail)
-        self.http_status = http_status
-        self.code = code
-        self.detail = detail
-        self.retry_after_s = retry_after_s
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+    @property
+    def http_status(self) -> int:
+        return self.failure.status
+
+    @property
+    def retry_after_s(self) -> float:
+        return self.failure.retry_after_s
 
 
 class SlotsUnavailable(Exception):
@@ -196,11 +201,9 @@ class GrpcRegistry:
                 )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-            raise NoReservation(503, "model_unavailable", str(exc), 0.0) from exc
+            raise NoReservation(Failure(ErrorCode.MODEL_UNAVAILABLE, str(exc))) from exc
         if answer.WhichOneof("answer") != "reserved":
-            r = answer.refused
-            code = r.code or "model_unavailable"
-            raise NoReservation(r.http_status or 503, code, r.message, r.retry_after_s)
+            raise NoReservation(Failure.from_proto(answer.refused))
         reply = answer.reserved
         return Reservation(
             reply.reservation_id, reply.provider_id, reply.provider_version, reply.queued_s

@@ -22,13 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from contract import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
+from contract.errors import ErrorCode, Failure
 from gateway.backends import Backends
 from gateway.canonical import CanonicalRequest
 from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect, StreamRenderer
 from gateway.dialects.deltas import BadChunk
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
-from gateway.errors import ApiError, bad_request, error_response, from_failed
+from gateway.errors import ApiError, bad_request, error_body_for_path, error_response
 from gateway.mux import DispatcherUnavailable, MuxCall
 from gateway.ratelimit import Limit, RateLimiter, parse_limits
 
@@ -103,17 +104,15 @@ class DispatchEvents:
         try:
             message = await self.call.read()
         except DispatcherUnavailable as exc:
-            raise ApiError(503, "service_unavailable", "dispatcher unavailable", None, 2) from exc
+            raise ApiError(
+                ErrorCode.SERVICE_UNAVAILABLE, "dispatcher unavailable", retry_after_s=2
+            ) from exc
         if message is None or not message.events:
             if committed:
-                ended = dispatcher_pb2.StreamError(status_code=502, message="dispatch ended")
-                return [dispatcher_pb2.DispatchEvent(stream_error=ended)]
-            failed = dispatcher_pb2.Failed(
-                http_status=503,
-                code="service_unavailable",
-                message="dispatch ended without an answer",
-            )
-            return [dispatcher_pb2.DispatchEvent(failed=failed)]
+                ended = Failure(ErrorCode.PROVIDER_ERROR, "dispatch ended")
+                return [dispatcher_pb2.DispatchEvent(stream_error=ended.to_proto())]
+            failed = Failure(ErrorCode.SERVICE_UNAVAILABLE, "dispatch ended without an answer")
+            return [dispatcher_pb2.DispatchEvent(failed=failed.to_proto())]
         return list(message.events)
 
 
@@ -187,15 +186,15 @@ class EventStream(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _is_anthropic(path: str) -> bool:
-    return path.startswith("/v1/messages")
-
-
 def _internal_error(path: str) -> Response:
     """A bug of ours: logged with its traceback (call while handling it), told as a 500."""
     log.exception("unhandled error", extra={"path": path})
-    err = ApiError(500, "internal_error", "internal error")
-    return error_response(err, anthropic=_is_anthropic(path))
+    err = ApiError(ErrorCode.INTERNAL_ERROR, "internal error")
+    return error_response(err, error_body_for_path(path))
+
+
+def _too_large(cap: int) -> ApiError:
+    return ApiError(ErrorCode.REQUEST_TOO_LARGE, f"request body exceeds {cap} bytes")
 
 
 class Gateway:
@@ -217,27 +216,29 @@ class Gateway:
         if auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
         if not key or key not in self.config.api_keys:
-            raise ApiError(401, "invalid_api_key", "Missing or invalid API key")
+            raise ApiError(ErrorCode.INVALID_API_KEY, "Missing or invalid API key")
         return key
 
     def rate_limit(self, key: str) -> None:
         wait_s = self.limiter.acquire(key)
         if wait_s > 0:
             raise ApiError(
-                429, "rate_limit_exceeded", "Rate limit reached for this API key", None, wait_s
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                "Rate limit reached for this API key",
+                retry_after_s=wait_s,
             )
 
     async def read_body(self, request: Request) -> bytes:
         cap = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise ApiError(413, "request_too_large", f"request body exceeds {cap} bytes")
+            raise _too_large(cap)
         parts: list[bytes] = []
         size = 0
         async for part in request.stream():
             size += len(part)
             if size > cap:
-                raise ApiError(413, "request_too_large", f"request body exceeds {cap} bytes")
+                raise _too_large(cap)
             parts.append(part)
         return b"".join(parts)
 
@@ -270,7 +271,7 @@ class Gateway:
             return response
         except ApiError as err:
             status = err.status
-            return error_response(err, anthropic=dialect.anthropic_errors, request_id=request_id)
+            return error_response(err, dialect.error_body, request_id=request_id)
         except ClientGone:
             status = 499  # nginx's "client closed request"; nothing reaches the client
             return Response(status_code=status)
@@ -347,10 +348,10 @@ class Gateway:
             if kind == "committed":
                 return event.committed
             if kind == "failed":
-                f = event.failed
-                raise from_failed(f.http_status, f.code, f.message, f.retry_after_s)
-            if kind != "queued":
-                raise ApiError(502, "provider_error", f"dispatcher sent {kind} before commit")
+                failure = Failure.from_proto(event.failed)
+                param = "model" if failure.code is ErrorCode.MODEL_NOT_FOUND else None
+                raise ApiError.of(failure, param)
+            raise ApiError(ErrorCode.PROVIDER_ERROR, f"dispatcher sent {kind} before commit")
 
     async def _relay(
         self, events: DispatchEvents, dialect: Dialect, req: CanonicalRequest
@@ -363,8 +364,7 @@ class Gateway:
                 try:
                     batch = await events.batch(committed=True)
                 except ApiError as err:
-                    self.metrics.in_band_errors.labels(dialect.name).inc()
-                    yield renderer.error(502, err.message)
+                    yield self._in_band(dialect, renderer, err, status=502)
                     return
                 out, ended = self._render(batch, renderer, dialect)
                 if out:
@@ -385,18 +385,26 @@ class Gateway:
                 try:
                     parts.append(renderer.chunks(list(event.chunks.chunks)))
                 except BadChunk as exc:
-                    self.metrics.in_band_errors.labels(dialect.name).inc()
-                    parts.append(renderer.error(502, str(exc)))
+                    err = ApiError(ErrorCode.PROVIDER_ERROR, str(exc))
+                    parts.append(self._in_band(dialect, renderer, err))
                     return b"".join(parts), True
             elif kind == "completed":
                 parts.append(renderer.completed(event.completed.usage))
                 return b"".join(parts), True
             elif kind == "stream_error":
-                self.metrics.in_band_errors.labels(dialect.name).inc()
-                e = event.stream_error
-                parts.append(renderer.error(e.status_code, e.message))
+                err = ApiError.of(Failure.from_proto(event.stream_error))
+                parts.append(self._in_band(dialect, renderer, err))
                 return b"".join(parts), True
         return b"".join(parts), False
+
+    def _in_band(
+        self, dialect: Dialect, renderer: StreamRenderer, err: ApiError, *, status: int = 0
+    ) -> bytes:
+        """B3: after commit an error ends the stream in band, in the client's dialect."""
+        self.metrics.in_band_errors.labels(dialect.name).inc()
+        if status:
+            err = ApiError(err.code, err.message, status=status, param=err.param)
+        return renderer.error(err)
 
     async def _assemble(
         self, events: DispatchEvents, dialect: Dialect, req: CanonicalRequest
@@ -410,16 +418,17 @@ class Gateway:
                     for chunk in event.chunks.chunks:
                         assembler.add(chunk)
                 except BadChunk as exc:
-                    raise ApiError(502, "provider_error", str(exc)) from exc
+                    raise ApiError(ErrorCode.PROVIDER_ERROR, str(exc)) from exc
             elif kind == "completed":
                 return assembler.result(event.completed.usage)
             elif kind == "stream_error":
+                # Nothing was written yet: the error becomes the response's own status.
                 self.metrics.in_band_errors.labels(dialect.name).inc()
-                e = event.stream_error
+                failure = Failure.from_proto(event.stream_error)
                 raise ApiError(
-                    e.status_code if e.status_code >= 500 else 502,
-                    "provider_error",
-                    e.message or "provider failed mid-response",
+                    failure.code,
+                    failure.message or "provider failed mid-response",
+                    status=failure.status if failure.status >= 500 else 502,
                 )
 
     async def list_models(self, request: Request) -> Response:
@@ -430,7 +439,7 @@ class Gateway:
             )
         except grpc.aio.AioRpcError as exc:
             raise ApiError(
-                503, "service_unavailable", "routing service unavailable", None, 2
+                ErrorCode.SERVICE_UNAVAILABLE, "routing service unavailable", retry_after_s=2
             ) from exc
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "hedgerow"} for m in reply.models
@@ -526,16 +535,13 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc, anthropic=_is_anthropic(request.url.path))
+        return error_response(exc, error_body_for_path(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        err = ApiError(
-            exc.status_code,
-            "not_found" if exc.status_code == 404 else "invalid_request",
-            str(exc.detail),
-        )
-        return error_response(err, anthropic=_is_anthropic(request.url.path))
+        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
+        err = ApiError(code, str(exc.detail), status=exc.status_code)
+        return error_response(err, error_body_for_path(request.url.path))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

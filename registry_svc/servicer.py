@@ -297,13 +297,8 @@ class SlotSession(StreamSession[registry_pb2.SlotCall]):
         try:
             reply = await self._servicer._reserve(call.reserve, call.timeout_s or None)
         except RegistryError as err:
-            refusal = registry_pb2.SlotRefusal(
-                http_status=err.http_status,
-                code=err.code,
-                message=err.message,
-                retry_after_s=float(err.retry_after_s or 0),
-            )
-            await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, refused=refusal))
+            refused = err.failure().to_proto()
+            await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, refused=refused))
             return
         self._held.add(reply.reservation_id)
         await self.write(registry_pb2.SlotAnswer(call_id=call.call_id, reserved=reply))

@@ -23,7 +23,7 @@ from gateway.dialects.deltas import (
     chat_deltas,
     text_of,
 )
-from gateway.errors import bad_request
+from gateway.errors import ApiError, anthropic_error_body, bad_request
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -270,6 +270,5 @@ class MessagesStream:
         )
         return out + self._event("message_stop")
 
-    def error(self, status: int, message: str) -> bytes:
-        kind = "overloaded_error" if status == 503 else "api_error"
-        return self._start() + self._event("error", error={"type": kind, "message": message})
+    def error(self, err: ApiError) -> bytes:
+        return self._start() + self._event("error", error=anthropic_error_body(err)["error"])

@@ -8,12 +8,14 @@ from typing import Any, Protocol
 
 from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import CanonicalRequest
+from gateway.errors import ApiError, ErrorBody
 
 
 class StreamRenderer(Protocol):
     def chunks(self, chunks: list[bytes]) -> bytes: ...
     def completed(self, usage: common_pb2.Usage) -> bytes: ...
-    def error(self, status: int, message: str) -> bytes: ...
+    def error(self, err: ApiError) -> bytes:
+        """The in-band error event that ends the stream (B3), from `Dialect.error_body`."""
 
 
 class Assembler(Protocol):
@@ -24,7 +26,7 @@ class Assembler(Protocol):
 @dataclass(frozen=True)
 class Dialect:
     name: str
-    anthropic_errors: bool
+    error_body: ErrorBody  # renders every error of this dialect
     lower: Callable[[dict[str, Any], bytes, int], CanonicalRequest]
     stream: Callable[[CanonicalRequest], StreamRenderer]
     assembler: Callable[[CanonicalRequest], Assembler]

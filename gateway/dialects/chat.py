@@ -18,7 +18,7 @@ from gateway.canonical import (
     require_model,
 )
 from gateway.dialects.deltas import ToolArgs, ToolStart, chat_deltas, first_choice, parse_chunk
-from gateway.errors import bad_request
+from gateway.errors import ApiError, bad_request, openai_error_body
 
 DONE = b"data: [DONE]\n\n"
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -108,16 +108,9 @@ class ChatStream:
         }
         return b"data: " + json.dumps(trailer).encode() + b"\n\n" + DONE
 
-    def error(self, status: int, message: str) -> bytes:
-        body = {
-            "error": {
-                "type": "server_error",
-                "code": "provider_error",
-                "message": message,
-                "param": None,
-                "status": status,
-            }
-        }
+    def error(self, err: ApiError) -> bytes:
+        body = openai_error_body(err)
+        body["error"]["status"] = err.status
         return b"data: " + json.dumps(body).encode() + b"\n\n" + DONE
 
 

@@ -17,7 +17,7 @@ from gateway.canonical import (
     require_model,
 )
 from gateway.dialects.deltas import TextDelta, ToolArgs, ToolStart, chat_deltas, text_of
-from gateway.errors import bad_request
+from gateway.errors import ApiError, bad_request, openai_error_body
 
 _PASSTHROUGH = ("temperature", "top_p", "parallel_tool_calls", "user", "seed")
 _ROLE_MAP = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
@@ -318,13 +318,13 @@ class ResponsesStream:
         out = self._start() + self._close_text() + self._close_tools()
         return out + self._event("response.completed", response=self.response("completed", usage))
 
-    def error(self, status: int, message: str) -> bytes:
+    def error(self, err: ApiError) -> bytes:
         out = self._start()
-        err = {"type": "server_error", "code": "provider_error", "message": message}
+        error = openai_error_body(err)["error"]
         failed = self.response("failed")
-        failed["error"] = {"code": "server_error", "message": message}
+        failed["error"] = {"code": error["code"], "message": err.message}
         return (
             out
-            + self._event("error", code="provider_error", message=message, param=None, error=err)
+            + self._event("error", code=error["code"], message=err.message, param=None, error=error)
             + self._event("response.failed", response=failed)
         )

@@ -144,7 +144,7 @@ async def test_c6_refusals_keep_their_status_code_and_retry_after(registry: Runn
                 timeout_s=5.0,
                 reservation_id="x",
             )
-        assert (unknown.value.http_status, unknown.value.code) == (404, "model_not_found")
+        assert (unknown.value.http_status, unknown.value.failure.code) == (404, "model_not_found")
     finally:
         await client.aclose()
         await channel.close()

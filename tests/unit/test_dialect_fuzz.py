@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contract import hedgerow_common_pb2 as common_pb2
+from contract.errors import ErrorCode
 from gateway.dialects.anthropic import MessagesStream
 from gateway.dialects.chat import ChatAssembler, ChatStream
 from gateway.dialects.completions import CompletionsAssembler
@@ -128,7 +129,7 @@ def test_a9_renderers_survive_any_provider_chunk(stream: list[bytes]) -> None:
             for chunk in stream:
                 renderer.chunks([chunk])
         except BadChunk:
-            assert renderer.error(502, "bad chunk")
+            assert renderer.error(ApiError(ErrorCode.PROVIDER_ERROR, "bad chunk"))
             continue
         assert renderer.completed(usage)
     for assembler in (

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
 
+from contract.errors import ErrorCode
 from dispatcher_svc.machine import (
     CANCELLED,
     SUCCESS,
@@ -390,7 +391,7 @@ def test_b3_error_after_content_is_in_band_and_never_retried() -> None:
     assert run.feed(ProviderError(1, 500, "boom"), at=2.0) == [
         ClearTimer(T(IDLE, 1, 601.0)),
         Release(1, 500),
-        InBandError(500, "provider_error", "boom"),
+        InBandError(500, ErrorCode.PROVIDER_ERROR, "boom"),
     ]
     assert run.phase() is Phase.DONE
     assert len(run.reserves()) == 1
@@ -402,7 +403,7 @@ def test_b3_disconnect_after_content_is_in_band_502() -> None:
     actions = run.feed(Disconnected(1))
     assert actions[-2:] == [
         Release(1, 502),
-        InBandError(502, "provider_error", "provider disconnected"),
+        InBandError(502, ErrorCode.PROVIDER_ERROR, "provider disconnected"),
     ]
     run.close()
 
@@ -416,7 +417,9 @@ def test_b9_stream_ended_after_content_is_502_not_success() -> None:
 
 def test_b3_four_xx_after_commit_is_in_band_too() -> None:
     run = committed_one()
-    assert run.feed(ProviderError(1, 400, "bad"))[-1] == InBandError(400, "invalid_request", "bad")
+    assert run.feed(ProviderError(1, 400, "bad"))[-1] == InBandError(
+        400, ErrorCode.INVALID_REQUEST, "bad"
+    )
     run.close()
 
 
@@ -555,7 +558,7 @@ def test_b5_primary_fails_while_backup_reserve_pending_and_none_comes() -> None:
     run = sent_one()
     run.fire(SPEC)
     run.feed(ProviderError(1, 500, "boom"))
-    assert run.feed(NoProvider(2)) == [Fail(500, "provider_error", "boom")]
+    assert run.feed(NoProvider(2)) == [Fail(500, ErrorCode.PROVIDER_ERROR, "boom")]
     run.close()
 
 
@@ -708,7 +711,7 @@ def test_b9_post_commit_idle_gap_is_in_band_timeout_and_a_504_strike() -> None:
     assert run.fire(IDLE) == [
         Cancel(1),
         Release(1, 504),
-        InBandError(504, "timeout", "no chunk within the inference timeout"),
+        InBandError(504, ErrorCode.TIMEOUT, "no chunk within the inference timeout"),
     ]
     run.close()
 
@@ -751,7 +754,7 @@ def test_b11_client_errors_fail_at_once(status: int) -> None:
         ClearTimer(T(SPEC, 1, 2.5)),
         ClearTimer(T(DEADLINE, 1, 5.0)),
         Release(1, status),
-        Fail(status, "invalid_request", "too big"),
+        Fail(status, ErrorCode.INVALID_REQUEST, "too big"),
     ]
     assert run.phase() is Phase.FAILED
     run.close()
@@ -765,7 +768,7 @@ def test_b11_client_error_mid_race_fails_and_cancels_the_other_racer() -> None:
         Cancel(1),
         ClearTimer(T(DEADLINE, 1, 5.0)),
         Release(1, CANCELLED),
-        Fail(422, "invalid_request", "schema"),
+        Fail(422, ErrorCode.INVALID_REQUEST, "schema"),
     ]
     run.close()
 
@@ -777,7 +780,7 @@ def test_b11_attempts_exhausted_fail_with_the_last_real_error_504_for_timeouts()
     run.feed(Disconnected(2))
     run.reserved(3, "pC")
     actions = run.fire(DEADLINE, 3)
-    assert actions[-1] == Fail(504, "timeout", "no content before the first-token deadline")
+    assert actions[-1] == Fail(504, ErrorCode.TIMEOUT, "no content before the first-token deadline")
     assert len(run.reserves()) == 3
     run.close()
 
@@ -786,7 +789,9 @@ def test_b11_attempts_exhausted_with_a_provider_code() -> None:
     run = sent_one(replace(S, max_dispatch_attempts=2))
     run.feed(Disconnected(1))
     run.reserved(2, "pB")
-    assert run.feed(ProviderError(2, 503, "busy"))[-1] == Fail(503, "provider_error", "busy")
+    assert run.feed(ProviderError(2, 503, "busy"))[-1] == Fail(
+        503, ErrorCode.PROVIDER_ERROR, "busy"
+    )
     run.close()
 
 
@@ -798,7 +803,7 @@ def test_b11_backups_do_not_count_against_attempts() -> None:
         run.reserved(backup, f"p{backup}")
         run.feed(ProviderError(primary, 500))
         run.feed(ProviderError(backup, 500, "last"))
-    assert run.log[-1] == Fail(500, "provider_error", "last")
+    assert run.log[-1] == Fail(500, ErrorCode.PROVIDER_ERROR, "last")
     assert [r.backup for r in run.reserves()] == [False, True, False, True]
     run.close()
 
@@ -806,7 +811,7 @@ def test_b11_backups_do_not_count_against_attempts() -> None:
 def test_b11_first_reserve_finds_everyone_full_429_with_retry_after() -> None:
     run = Run()
     assert run.feed(NoProvider(1, full=True, retry_after_s=6.0)) == [
-        Fail(429, "rate_limit_exceeded", "all capable providers are busy", 6.0)
+        Fail(429, ErrorCode.RATE_LIMIT_EXCEEDED, "all capable providers are busy", 6.0)
     ]
     run.close()
 
@@ -814,7 +819,7 @@ def test_b11_first_reserve_finds_everyone_full_429_with_retry_after() -> None:
 def test_b11_first_reserve_finds_nothing_503() -> None:
     run = Run()
     assert run.feed(NoProvider(1, full=False, retry_after_s=2.0, message="none online")) == [
-        Fail(503, "model_unavailable", "none online", 2.0)
+        Fail(503, ErrorCode.MODEL_UNAVAILABLE, "none online", 2.0)
     ]
     run.close()
 
@@ -822,7 +827,7 @@ def test_b11_first_reserve_finds_nothing_503() -> None:
 def test_b11_no_provider_for_a_retry_fails_with_the_last_real_error() -> None:
     run = sent_one()
     run.feed(ProviderError(1, 500, "crash"))
-    assert run.feed(NoProvider(2, full=True)) == [Fail(500, "provider_error", "crash")]
+    assert run.feed(NoProvider(2, full=True)) == [Fail(500, ErrorCode.PROVIDER_ERROR, "crash")]
     run.close()
 
 
@@ -882,7 +887,7 @@ def test_b12_shutdown_before_commit_fails_503() -> None:
     run = racing()
     actions = run.feed(Shutdown())
     assert run.releases() == {1: CANCELLED, 2: CANCELLED}
-    assert actions[-1] == Fail(503, "shutting_down", "dispatcher shutting down")
+    assert actions[-1] == Fail(503, ErrorCode.SHUTTING_DOWN, "dispatcher shutting down")
     assert run.phase() is Phase.FAILED
     run.close()
 
@@ -892,7 +897,7 @@ def test_b12_shutdown_after_commit_is_in_band() -> None:
     actions = run.feed(Shutdown())
     assert actions[-2:] == [
         Release(1, CANCELLED),
-        InBandError(503, "shutting_down", "dispatcher shutting down"),
+        InBandError(503, ErrorCode.SHUTTING_DOWN, "dispatcher shutting down"),
     ]
     run.close()
 
@@ -1076,8 +1081,10 @@ def test_b1_step_all_fast_path_equals_folding_step(kinds: list[str], commit_firs
     assert fast_state == slow_state
 
 
-@pytest.mark.parametrize(("status", "code"), [(404, "model_not_found"), (503, "model_unavailable")])
-def test_a7_first_reserve_refusal_is_the_clients_answer(status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, ErrorCode.MODEL_NOT_FOUND), (503, ErrorCode.MODEL_UNAVAILABLE)]
+)
+def test_a7_first_reserve_refusal_is_the_clients_answer(status: int, code: ErrorCode) -> None:
     """The first Reserve is the request's admission: its refusal passes through as is."""
     state, _ = start(DispatchSettings(), 10)
     state, actions = step(
