@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
@@ -77,20 +79,18 @@ class ChatStream:
 
     def __init__(self, public_model: str, include_usage: bool) -> None:
         self._model = public_model
-        self._model_marker = f'"model":"{public_model}"'.encode()
-        self._model_marker_spaced = f'"model": "{public_model}"'.encode()
         self._include_usage = include_usage
         self._head: dict[str, Any] | None = None
 
     def _public(self, chunk: bytes) -> bytes:
-        if self._head is None:
-            doc = parse_chunk(chunk)
-            self._head = {k: doc.get(k) for k in ("id", "created")}
-        if self._model_marker in chunk or self._model_marker_spaced in chunk:
-            return chunk
+        """The chunk as we re-encode it: never the provider's bytes (they could carry SSE
+        framing of their own — a line break, an early `[DONE]`, an `event:` line — or a
+        second `model`), always one line of JSON with the public model id (A9)."""
         doc = parse_chunk(chunk)
+        if self._head is None:
+            self._head = {k: doc.get(k) for k in ("id", "created")}
         doc["model"] = self._model
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return orjson.dumps(doc)
 
     def chunks(self, chunks: list[bytes]) -> bytes:
         return b"".join(b"data: " + self._public(c) + b"\n\n" for c in chunks)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +41,8 @@ class BadChunk(ValueError):
 
 def parse_chunk(chunk: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(chunk)
-    except (ValueError, RecursionError) as exc:
+        doc = orjson.loads(chunk)
+    except orjson.JSONDecodeError as exc:
         raise BadChunk("provider sent a chunk that is not JSON") from exc
     if not isinstance(doc, dict):
         raise BadChunk("provider sent a chunk that is not a JSON object")
