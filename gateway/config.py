@@ -24,7 +24,6 @@ class GatewayConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     normalize_timeout_s: float = 0.25
     registry_timeout_s: float = 2.0
-    queue_wait_s: float = 120.0
     default_max_tokens: int = 256
     rate_limit_rps: float = 0.0  # per API key; 0 = unlimited
     rate_limit_burst: float = 20.0
@@ -48,7 +47,6 @@ class GatewayConfig:
             registry_timeout_s=env_float(
                 e, "HEDGEROW_GATEWAY_REGISTRY_TIMEOUT_S", cls.registry_timeout_s
             ),
-            queue_wait_s=env_float(e, "HEDGEROW_QUEUE_WAIT_S", cls.queue_wait_s),
             default_max_tokens=env_int(
                 e, "HEDGEROW_DEFAULT_MAX_TOKENS", cls.default_max_tokens, minimum=1
             ),

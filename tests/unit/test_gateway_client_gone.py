@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.app import ClientGone, _unless_client_gone
+from gateway.disconnect import ClientGone, unless_client_gone
 
 
 def current() -> asyncio.Task[Any]:
@@ -38,7 +38,7 @@ async def test_result_when_the_work_finishes_first() -> None:
         await asyncio.sleep(0)
         return "committed"
 
-    assert await _unless_client_gone(client.receive, work()) == "committed"
+    assert await unless_client_gone(client.receive, work()) == "committed"
     client.leave()
     await asyncio.sleep(0.01)  # a late disconnect must not cancel the caller afterwards
     assert not current().cancelling()
@@ -57,7 +57,7 @@ async def test_client_gone_stops_the_wait_and_cancels_the_work() -> None:
 
     asyncio.get_running_loop().call_later(0.01, client.leave)
     with pytest.raises(ClientGone):
-        await _unless_client_gone(client.receive, work())
+        await unless_client_gone(client.receive, work())
     assert stopped.is_set()
     assert not current().cancelling()
 
@@ -66,7 +66,7 @@ async def test_an_outside_cancellation_stays_a_cancellation() -> None:
     client = Client()
 
     async def handler() -> None:
-        await _unless_client_gone(client.receive, asyncio.sleep(30))
+        await unless_client_gone(client.receive, asyncio.sleep(30))
 
     task = asyncio.create_task(handler())
     await asyncio.sleep(0.01)
@@ -79,7 +79,7 @@ async def test_client_leaving_during_an_outside_cancellation_is_not_swallowed() 
     client = Client()
 
     async def handler() -> None:
-        await _unless_client_gone(client.receive, asyncio.sleep(30))
+        await unless_client_gone(client.receive, asyncio.sleep(30))
 
     task = asyncio.create_task(handler())
     await asyncio.sleep(0.01)

@@ -6,8 +6,16 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "normalizer_svc", "registry_svc", "dispatcher_svc", "provider_agent")
-PACKAGES += ("svckit", "contract", "stack")
+PACKAGES = (
+    "gateway",
+    "normalizer_svc",
+    "registry_svc",
+    "dispatcher_svc",
+    "provider_agent",
+    "svckit",
+    "contract",
+    "stack",
+)
 # A full name: not a prefix someone builds names from (the CLI's help text names the family).
 NAME = re.compile(r"HEDGEROW_[A-Z0-9_]*[A-Z0-9]\b")
 
