@@ -108,7 +108,8 @@ class Attempt:
         return await self._queue.get()
 
     def ready_events(self) -> list[LinkEvent]:
-        """Every event already queued, without waiting (for chunk coalescing)."""
+        """Every event already queued, without waiting. No production caller (the driver
+        reads `next_event`); kept as the F3 tests' probe that late frames queue nothing."""
         out: list[LinkEvent] = []
         while not self._queue.empty():
             out.append(self._queue.get_nowait())
@@ -221,6 +222,8 @@ class ProviderSession:
 
     @property
     def live_attempts(self) -> int:
+        """Attempts still routed to this session. No production caller; kept as the F3
+        tests' probe that a replaced session holds none."""
         return len(self._attempts)
 
 

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from contract import dispatcher_pb2, dispatcher_pb2_grpc
 from dispatcher_svc.config import DispatcherConfig
-from dispatcher_svc.driver import Dispatcher, DispatchMetrics
+from dispatcher_svc.dispatch.driver import Dispatcher
+from dispatcher_svc.dispatch.metrics import DispatchMetrics
 from dispatcher_svc.link import LinkServer
 from dispatcher_svc.registry_client import GrpcRegistry
 from dispatcher_svc.servicer import DispatcherServicer

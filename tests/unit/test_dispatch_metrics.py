@@ -1,37 +1,39 @@
-"""The `dispatcher_dispatches_total` outcome labels of issue 7: the pure mapping, and the
-driver labelling real machine runs (fake registry and fake link sessions, no sockets)."""
+"""The `dispatcher_dispatches_total` outcome labels of issue 7: the pure mapping the machine
+puts on each `Release`, and the driver counting real machine runs under it (fake registry
+and fake link sessions through the driver's ports, no sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from contract import dispatcher_pb2
 from contract import hedgerow_common_pb2 as common_pb2
-from dispatcher_svc import machine as m
-from dispatcher_svc.driver import DispatchMetrics, DispatchRun
+from dispatcher_svc.dispatch.actions import CANCELLED, SUCCESS, Outcome
+from dispatcher_svc.dispatch.driver import DispatchRun
+from dispatcher_svc.dispatch.metrics import DispatchMetrics
+from dispatcher_svc.dispatch.state import DispatchSettings
 from dispatcher_svc.link import (
     LinkChunk,
     LinkComplete,
     LinkDisconnected,
     LinkError,
     LinkEvent,
-    LinkServer,
 )
-from dispatcher_svc.registry_client import GrpcRegistry, Reservation
+from dispatcher_svc.registry_client import Reservation
 
 
 @pytest.mark.parametrize(
     ("status", "committed", "goes_on", "label"),
     [
-        (m.SUCCESS, True, False, "success"),
-        (m.CANCELLED, False, True, "cancelled"),
-        (m.CANCELLED, True, False, "cancelled"),
+        (SUCCESS, True, False, "success"),
+        (CANCELLED, False, True, "cancelled"),
+        (CANCELLED, True, False, "cancelled"),
         (504, False, True, "timeout"),  # a pre-content stall, failed over
         (504, False, False, "timeout"),
         (504, True, False, "timeout"),  # post-commit idle timeout
@@ -48,7 +50,7 @@ from dispatcher_svc.registry_client import GrpcRegistry, Reservation
     ],
 )
 def test_outcome_mapping(status: int, committed: bool, goes_on: bool, label: str) -> None:
-    assert DispatchMetrics.outcome(status, committed=committed, goes_on=goes_on) == label
+    assert Outcome.of(status, committed=committed, goes_on=goes_on) == label
     assert label in DispatchMetrics.OUTCOMES
 
 
@@ -134,9 +136,9 @@ async def dispatch(
     values: dict[str, Any] = dict(ttft_base_s=5.0, speculative_ratio=1.0) | settings
     run = DispatchRun(
         dispatcher_pb2.DispatchRequest(request_id="req", model="m", body=b"{}"),
-        m.DispatchSettings(**values),
-        cast(LinkServer, FakeLinks(scripts)),
-        cast(GrpcRegistry, registry),
+        DispatchSettings(**values),
+        FakeLinks(scripts),
+        registry,
         DispatchMetrics(prom),
         queue_wait_s=1.0,
     )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from contract import dispatcher_pb2
-from dispatcher_svc import machine as m
-from dispatcher_svc.driver import DispatchMetrics, DispatchRun
-from dispatcher_svc.link import LinkChunk, LinkServer
-from dispatcher_svc.registry_client import GrpcRegistry
+from dispatcher_svc.dispatch.actions import SUCCESS
+from dispatcher_svc.dispatch.driver import DispatchRun
+from dispatcher_svc.dispatch.metrics import DispatchMetrics
+from dispatcher_svc.dispatch.state import DispatchSettings
+from dispatcher_svc.link import LinkChunk, LinkDisconnected
 from tests.unit.test_dispatch_metrics import (
     CONTENT,
     DONE,
@@ -47,11 +48,12 @@ class RecordingSession(FakeSession):
 
 
 def make_run(links: FakeLinks, registry: FakeRegistry, **settings: Any) -> DispatchRun:
+    """A run over the fakes, passed as the driver's ports (no casts: they fit the Protocols)."""
     return DispatchRun(
         dispatcher_pb2.DispatchRequest(request_id="same-id", model="m", body=b"{}"),
-        m.DispatchSettings(**settings),
-        cast(LinkServer, links),
-        cast(GrpcRegistry, registry),
+        DispatchSettings(**settings),
+        links,
+        registry,
         DispatchMetrics(CollectorRegistry()),
         queue_wait_s=1.0,
     )
@@ -70,7 +72,7 @@ async def test_b12_a_reserve_aborted_before_it_started_still_ends_the_run() -> N
         async for batch in run.run():
             kinds.extend(event.WhichOneof("event") for event in batch)
     assert kinds[0] == "committed" and kinds[-1] == "completed"
-    assert ("r-a", m.SUCCESS) in registry.released
+    assert ("r-a", SUCCESS) in registry.released
 
 
 async def test_f2_link_ids_are_unique_even_when_clients_reuse_a_request_id() -> None:
@@ -98,3 +100,16 @@ async def test_b1_commit_travels_with_the_held_preamble_in_one_message() -> None
     assert first[0].WhichOneof("event") == "committed"
     assert [c for e in first[1:] for c in e.chunks.chunks] == [role, CONTENT]
     assert batches[-1][-1].WhichOneof("event") == "completed"
+
+
+async def test_b9_a_stream_that_ends_without_complete_is_not_a_success() -> None:
+    """What the driver feeds when an attempt's stream just ends (`LinkDisconnected`): after
+    content the gateway gets an in-band error and the registry a 502 strike, not success."""
+    links = FakeLinks({"a": [LinkChunk(CONTENT), LinkDisconnected()]})
+    registry = FakeRegistry(["a"])
+    kinds: list[str | None] = []
+    async with asyncio.timeout(5):
+        async for batch in make_run(links, registry).run():
+            kinds.extend(event.WhichOneof("event") for event in batch)
+    assert kinds == ["committed", "chunks", "stream_error"]
+    assert registry.released == [("r-a", 502)]

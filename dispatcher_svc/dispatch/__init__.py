@@ -1,0 +1,7 @@
+"""Per-request dispatch (DESIGN "The dispatch state machine", BEHAVIOR B1-B12).
+
+`events` (what the machine hears) and `actions` (what it asks for) are the vocabulary;
+`state` is what it remembers; `machine` is the pure transition function; `driver` runs it
+against the registry, the provider links and a clock, given as `ports` (`typing.Protocol`s);
+`metrics` holds the counters the driver bumps.
+"""
