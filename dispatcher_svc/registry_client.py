@@ -1,9 +1,9 @@
-"""The dispatcher's view of the registry, over gRPC."""
+"""The dispatcher's view of the registry, over gRPC: Reserve and Release multiplexed over one
+`Slots` stream (`svckit.rpcmux.UnaryMux`), the provider table's calls unary."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,12 +14,12 @@ from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
 from contract import registry_pb2, registry_pb2_grpc
 from contract.errors import ErrorCode, Failure
+from contract.slots import RELEASE_CANCELLED
 from dispatcher_svc.link import ProviderSession
-from svckit.streams import ClientStream
+from svckit.rpcmux import UnaryMux
 
 log = logging.getLogger(__name__)
 RELEASE_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
-CANCELLED = 0  # the Release status of a reservation that was never used
 
 
 @dataclass(frozen=True)
@@ -50,58 +50,16 @@ class SlotsUnavailable(Exception):
     """The Slots stream broke (or could not be opened) before the answer came."""
 
 
-class SlotStream:
-    """Reserve and Release calls multiplexed over one `Slots` stream (see `ClientStream`).
-    Calls in flight when it ends fail with SlotsUnavailable (the registry releases what the
-    stream held)."""
-
-    def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
-        self._pending: dict[int, asyncio.Future[registry_pb2.SlotAnswer]] = {}
-        self._stream: ClientStream[registry_pb2.SlotCall, registry_pb2.SlotAnswer] = ClientStream(
-            "slots", stub.Slots, self._answer, self._fail_all
-        )
-        self._ids = itertools.count(1)
-        self._closed = False
-
-    async def call(self, call: registry_pb2.SlotCall, timeout_s: float) -> registry_pb2.SlotAnswer:
-        """Send `call` and wait up to `timeout_s` for its answer."""
-        if self._closed:
-            raise SlotsUnavailable("registry client closed")
-        call.call_id = next(self._ids)
-        answer: asyncio.Future[registry_pb2.SlotAnswer] = asyncio.get_running_loop().create_future()
-        self._pending[call.call_id] = answer
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._stream.send(call)
-                return await answer
-        except TimeoutError:
-            raise SlotsUnavailable(f"no answer from the registry within {timeout_s:g} s") from None
-        finally:
-            self._pending.pop(call.call_id, None)
-
-    def _answer(self, answer: registry_pb2.SlotAnswer) -> None:
-        future = self._pending.get(answer.call_id)
-        if future is not None and not future.done():
-            future.set_result(answer)
-
-    def _fail_all(self, reason: str) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(SlotsUnavailable(reason))
-
-    async def aclose(self) -> None:
-        self._closed = True
-        await self._stream.aclose()
-
-
 class GrpcRegistry:
-    """Implements the link layer's RegistryPort and the dispatcher's reserve/release calls
-    (those two over one `Slots` stream)."""
+    """Implements the link layer's RegistryPort and the dispatcher's reserve/release calls.
+    Those two share one `Slots` stream: a call in flight when it ends fails with
+    SlotsUnavailable, and the registry releases what the stream held (B12)."""
 
     def __init__(self, channel: grpc.aio.Channel, rpc_timeout_s: float = 5.0) -> None:
         self._stub = registry_pb2_grpc.RegistryStub(channel)
         self._timeout = rpc_timeout_s
-        self._slots = SlotStream(self._stub)
+        self._slots: UnaryMux[registry_pb2.SlotCall, registry_pb2.SlotAnswer]
+        self._slots = UnaryMux("slots", self._stub.Slots, SlotsUnavailable)
         self._background: set[asyncio.Task[bool]] = set()
 
     async def aclose(self) -> None:
@@ -197,7 +155,7 @@ class GrpcRegistry:
                 # The answer is late or lost, not necessarily the grant: give it back by
                 # name, or it would stay held until the stream ends (B12).
                 task = asyncio.get_running_loop().create_task(
-                    self.release(reservation_id, CANCELLED)
+                    self.release(reservation_id, RELEASE_CANCELLED)
                 )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

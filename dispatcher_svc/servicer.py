@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import grpc
 
 from contract import dispatcher_pb2, dispatcher_pb2_grpc
-from dispatcher_svc.driver import Dispatcher
-from svckit.streams import StreamSession
+from dispatcher_svc.dispatch.driver import Dispatcher
+from svckit.rpcmux import StreamSession
 
 _TERMINAL = frozenset({"completed", "failed", "stream_error"})
 
@@ -23,36 +22,21 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServicer):
 
 
 class DispatchSession(StreamSession[dispatcher_pb2.DispatchCall]):
-    """One gateway's stream: each started dispatch runs as its own task and writes its
-    events tagged with its call id; a cancel, or the end of the stream, cancels dispatches
-    (which release their slots, B12)."""
+    """One gateway's stream: each started dispatch runs as its own task, kept by its call
+    id, and writes its events tagged with that id; a cancel, or the end of the stream,
+    cancels dispatches (which release their slots, B12)."""
 
     def __init__(self, dispatcher: Dispatcher, context: grpc.aio.ServicerContext) -> None:
         super().__init__(context)
         self._dispatcher = dispatcher
-        self._runs: dict[int, asyncio.Task[None]] = {}
 
     async def on_message(self, message: dispatcher_pb2.DispatchCall) -> None:
         kind = message.WhichOneof("call")
         if kind == "start":
-            self._start(message.call_id, message.start)
+            # A repeated id is a gateway bug: the first dispatch keeps it.
+            self.spawn(message.call_id, self._dispatch(message.call_id, message.start))
         elif kind == "cancel":
-            task = self._runs.get(message.call_id)
-            if task is not None:
-                task.cancel()
-
-    async def on_end(self) -> None:
-        runs = list(self._runs.values())
-        for task in runs:
-            task.cancel()
-        await asyncio.gather(*runs, return_exceptions=True)
-
-    def _start(self, call_id: int, request: dispatcher_pb2.DispatchRequest) -> None:
-        if call_id in self._runs:
-            return  # a repeated id is a gateway bug; the first dispatch keeps it
-        task = asyncio.get_running_loop().create_task(self._dispatch(call_id, request))
-        self._runs[call_id] = task
-        task.add_done_callback(lambda _: self._runs.pop(call_id, None))
+            self.cancel(message.call_id)
 
     async def _dispatch(self, call_id: int, request: dispatcher_pb2.DispatchRequest) -> None:
         ended = False

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from svckit.streams import SharedWriter
+from svckit.rpcmux import SharedWriter
 
 
 class Wire:
