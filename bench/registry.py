@@ -16,8 +16,8 @@ from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc.registry_client import GrpcRegistry
 from registry_svc import server
 from registry_svc.config import RegistryConfig
-from registry_svc.core import Registry
-from registry_svc.model import ModelInfo, Outcome, Provider, RegistrySettings, Traits
+from registry_svc.model import Ask, ModelInfo, Outcome, Provider, RegistrySettings, Traits
+from registry_svc.registry import Registry
 
 MODEL = "m"
 
@@ -41,16 +41,18 @@ def pure_us(n: int, repeat: int) -> tuple[float, float]:
     registry = Registry(RegistrySettings(), clock=time.monotonic, rng=random.Random(2))
     for p in fleet(n):
         registry.upsert_provider(p)
-    tools = Traits(has_tools=True)
+    ask = Ask(MODEL, Traits(has_tools=True), max_tokens=64)
     start = time.perf_counter()
     for _ in range(repeat):
-        registry.select(MODEL, tools, max_tokens=64)
+        registry.select(ask)
     select = (time.perf_counter() - start) / repeat * 1e6
+
+    retry = Ask(MODEL, Traits(has_tools=True), max_tokens=64, may_queue=False)
 
     async def reserve_release() -> float:
         t = time.perf_counter()
         for _ in range(repeat):
-            r = await registry.reserve(MODEL, tools, max_tokens=64, may_queue=False)
+            r = await registry.reserve(retry)
             registry.release(r.id, Outcome(200))
         return (time.perf_counter() - t) / repeat * 1e6
 

@@ -25,15 +25,13 @@ _sym_db = _symbol_database.Default()
 from contract import hedgerow_common_pb2 as hedgerow__common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eregistry.proto\x12\x11hedgerow.registry\x1a\x15hedgerow_common.proto\"\xac\x01\n\x0cProviderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12#\n\x06models\x18\x04 \x03(\x0b\x32\x13.hedgerow.ModelInfo\x12\x0f\n\x07trusted\x18\x05 \x01(\x08\x12\x12\n\ndecode_tps\x18\x06 \x01(\x01\x12\x13\n\x0bprefill_tps\x18\x07 \x01(\x01\x12\x10\n\x08hardware\x18\x08 \x01(\t\"J\n\x15UpsertProviderRequest\x12\x31\n\x08provider\x18\x01 \x01(\x0b\x32\x1f.hedgerow.registry.ProviderInfo\"\x15\n\x13UpsertProviderReply\",\n\x15RemoveProviderRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\"\x15\n\x13RemoveProviderReply\"U\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\x05\"f\n\x11ReportLoadRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12+\n\x05loads\x18\x02 \x03(\x0b\x32\x1c.hedgerow.registry.ModelLoad\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\"\x11\n\x0fReportLoadReply\"}\n\x0c\x41\x64mitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06traits\x18\x02 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x11\n\tallowlist\x18\x03 \x03(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x12\n\nmax_tokens\x18\x05 \x01(\x03\"a\n\nAdmitReply\x12+\n\x07verdict\x18\x01 \x01(\x0e\x32\x1a.hedgerow.registry.Verdict\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rretry_after_s\x18\x03 \x01(\x01\"\xd2\x01\n\x0eReserveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06traits\x18\x02 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x0f\n\x07\x65xclude\x18\x03 \x03(\t\x12\x15\n\ravoid_version\x18\x04 \x01(\t\x12\x11\n\tallowlist\x18\x05 \x03(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tmay_queue\x18\x08 \x01(\x08\x12\x16\n\x0ereservation_id\x18\t \x01(\t\"g\n\x0cReserveReply\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x18\n\x10provider_version\x18\x03 \x01(\t\x12\x10\n\x08queued_s\x18\x04 \x01(\x01\"=\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\":\n\x0cReleaseReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x12\x18\n\x10\x63ooldown_entered\x18\x02 \x01(\x08\"\xa2\x01\n\x08SlotCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x34\n\x07reserve\x18\x02 \x01(\x0b\x32!.hedgerow.registry.ReserveRequestH\x00\x12\x34\n\x07release\x18\x03 \x01(\x0b\x32!.hedgerow.registry.ReleaseRequestH\x00\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x42\x06\n\x04\x63\x61ll\"\xb5\x01\n\nSlotAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x08reserved\x18\x02 \x01(\x0b\x32\x1f.hedgerow.registry.ReserveReplyH\x00\x12\x33\n\x08released\x18\x03 \x01(\x0b\x32\x1f.hedgerow.registry.ReleaseReplyH\x00\x12\"\n\x07refused\x18\x04 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x42\x08\n\x06\x61nswer\"T\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06traits\x18\x02 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x11\n\tallowlist\x18\x03 \x03(\t\"Z\n\x0fProviderVerdict\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x65ligible\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\"E\n\x0c\x45xplainReply\x12\x35\n\tproviders\x18\x01 \x03(\x0b\x32\".hedgerow.registry.ProviderVerdict\"\x13\n\x11ListModelsRequest\"!\n\x0fListModelsReply\x12\x0e\n\x06models\x18\x01 \x03(\t\"\x0e\n\x0cStatsRequest\"\x89\x01\n\nStatsReply\x12\x18\n\x10providers_online\x18\x01 \x01(\x05\x12\x14\n\x0cslots_in_use\x18\x02 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\x05\x12\x19\n\x11\x63ooldowns_entered\x18\x04 \x01(\x03\x12\x1b\n\x13online_provider_ids\x18\x05 \x03(\t*\xcb\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x0e\n\nVERDICT_OK\x10\x01\x12\x11\n\rVERDICT_QUEUE\x10\x02\x12\x19\n\x15VERDICT_UNKNOWN_MODEL\x10\x03\x12\x1f\n\x1bVERDICT_NO_CAPABLE_PROVIDER\x10\x04\x12\x17\n\x13VERDICT_UNAVAILABLE\x10\x05\x12\x15\n\x11VERDICT_TOO_LARGE\x10\x06\x12\x18\n\x14VERDICT_RATE_LIMITED\x10\x07\x32\xca\x06\n\x08Registry\x12\x62\n\x0eUpsertProvider\x12(.hedgerow.registry.UpsertProviderRequest\x1a&.hedgerow.registry.UpsertProviderReply\x12\x62\n\x0eRemoveProvider\x12(.hedgerow.registry.RemoveProviderRequest\x1a&.hedgerow.registry.RemoveProviderReply\x12V\n\nReportLoad\x12$.hedgerow.registry.ReportLoadRequest\x1a\".hedgerow.registry.ReportLoadReply\x12G\n\x05\x41\x64mit\x12\x1f.hedgerow.registry.AdmitRequest\x1a\x1d.hedgerow.registry.AdmitReply\x12M\n\x07Reserve\x12!.hedgerow.registry.ReserveRequest\x1a\x1f.hedgerow.registry.ReserveReply\x12M\n\x07Release\x12!.hedgerow.registry.ReleaseRequest\x1a\x1f.hedgerow.registry.ReleaseReply\x12G\n\x05Slots\x12\x1b.hedgerow.registry.SlotCall\x1a\x1d.hedgerow.registry.SlotAnswer(\x01\x30\x01\x12M\n\x07\x45xplain\x12!.hedgerow.registry.ExplainRequest\x1a\x1f.hedgerow.registry.ExplainReply\x12V\n\nListModels\x12$.hedgerow.registry.ListModelsRequest\x1a\".hedgerow.registry.ListModelsReply\x12G\n\x05Stats\x12\x1f.hedgerow.registry.StatsRequest\x1a\x1d.hedgerow.registry.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eregistry.proto\x12\x11hedgerow.registry\x1a\x15hedgerow_common.proto\"\xac\x01\n\x0cProviderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12#\n\x06models\x18\x04 \x03(\x0b\x32\x13.hedgerow.ModelInfo\x12\x0f\n\x07trusted\x18\x05 \x01(\x08\x12\x12\n\ndecode_tps\x18\x06 \x01(\x01\x12\x13\n\x0bprefill_tps\x18\x07 \x01(\x01\x12\x10\n\x08hardware\x18\x08 \x01(\t\"J\n\x15UpsertProviderRequest\x12\x31\n\x08provider\x18\x01 \x01(\x0b\x32\x1f.hedgerow.registry.ProviderInfo\"\x15\n\x13UpsertProviderReply\",\n\x15RemoveProviderRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\"\x15\n\x13RemoveProviderReply\"U\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\x05\"f\n\x11ReportLoadRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12+\n\x05loads\x18\x02 \x03(\x0b\x32\x1c.hedgerow.registry.ModelLoad\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\"\x11\n\x0fReportLoadReply\"\xd2\x01\n\x0eReserveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06traits\x18\x02 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x0f\n\x07\x65xclude\x18\x03 \x03(\t\x12\x15\n\ravoid_version\x18\x04 \x01(\t\x12\x11\n\tallowlist\x18\x05 \x03(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tmay_queue\x18\x08 \x01(\x08\x12\x16\n\x0ereservation_id\x18\t \x01(\t\"g\n\x0cReserveReply\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x18\n\x10provider_version\x18\x03 \x01(\t\x12\x10\n\x08queued_s\x18\x04 \x01(\x01\"=\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\":\n\x0cReleaseReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x12\x18\n\x10\x63ooldown_entered\x18\x02 \x01(\x08\"\xa2\x01\n\x08SlotCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x34\n\x07reserve\x18\x02 \x01(\x0b\x32!.hedgerow.registry.ReserveRequestH\x00\x12\x34\n\x07release\x18\x03 \x01(\x0b\x32!.hedgerow.registry.ReleaseRequestH\x00\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x42\x06\n\x04\x63\x61ll\"\xb5\x01\n\nSlotAnswer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x08reserved\x18\x02 \x01(\x0b\x32\x1f.hedgerow.registry.ReserveReplyH\x00\x12\x33\n\x08released\x18\x03 \x01(\x0b\x32\x1f.hedgerow.registry.ReleaseReplyH\x00\x12\"\n\x07refused\x18\x04 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x42\x08\n\x06\x61nswer\"T\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06traits\x18\x02 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x11\n\tallowlist\x18\x03 \x03(\t\"Z\n\x0fProviderVerdict\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x65ligible\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\"E\n\x0c\x45xplainReply\x12\x35\n\tproviders\x18\x01 \x03(\x0b\x32\".hedgerow.registry.ProviderVerdict\"\x13\n\x11ListModelsRequest\"!\n\x0fListModelsReply\x12\x0e\n\x06models\x18\x01 \x03(\t\"\x0e\n\x0cStatsRequest\"\x89\x01\n\nStatsReply\x12\x18\n\x10providers_online\x18\x01 \x01(\x05\x12\x14\n\x0cslots_in_use\x18\x02 \x01(\x05\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\x05\x12\x19\n\x11\x63ooldowns_entered\x18\x04 \x01(\x03\x12\x1b\n\x13online_provider_ids\x18\x05 \x03(\t2\xe3\x04\n\x08Registry\x12\x62\n\x0eUpsertProvider\x12(.hedgerow.registry.UpsertProviderRequest\x1a&.hedgerow.registry.UpsertProviderReply\x12\x62\n\x0eRemoveProvider\x12(.hedgerow.registry.RemoveProviderRequest\x1a&.hedgerow.registry.RemoveProviderReply\x12V\n\nReportLoad\x12$.hedgerow.registry.ReportLoadRequest\x1a\".hedgerow.registry.ReportLoadReply\x12G\n\x05Slots\x12\x1b.hedgerow.registry.SlotCall\x1a\x1d.hedgerow.registry.SlotAnswer(\x01\x30\x01\x12M\n\x07\x45xplain\x12!.hedgerow.registry.ExplainRequest\x1a\x1f.hedgerow.registry.ExplainReply\x12V\n\nListModels\x12$.hedgerow.registry.ListModelsRequest\x1a\".hedgerow.registry.ListModelsReply\x12G\n\x05Stats\x12\x1f.hedgerow.registry.StatsRequest\x1a\x1d.hedgerow.registry.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=2091
-  _globals['_VERDICT']._serialized_end=2294
   _globals['_PROVIDERINFO']._serialized_start=61
   _globals['_PROVIDERINFO']._serialized_end=233
   _globals['_UPSERTPROVIDERREQUEST']._serialized_start=235
@@ -50,36 +48,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTLOADREQUEST']._serialized_end=592
   _globals['_REPORTLOADREPLY']._serialized_start=594
   _globals['_REPORTLOADREPLY']._serialized_end=611
-  _globals['_ADMITREQUEST']._serialized_start=613
-  _globals['_ADMITREQUEST']._serialized_end=738
-  _globals['_ADMITREPLY']._serialized_start=740
-  _globals['_ADMITREPLY']._serialized_end=837
-  _globals['_RESERVEREQUEST']._serialized_start=840
-  _globals['_RESERVEREQUEST']._serialized_end=1050
-  _globals['_RESERVEREPLY']._serialized_start=1052
-  _globals['_RESERVEREPLY']._serialized_end=1155
-  _globals['_RELEASEREQUEST']._serialized_start=1157
-  _globals['_RELEASEREQUEST']._serialized_end=1218
-  _globals['_RELEASEREPLY']._serialized_start=1220
-  _globals['_RELEASEREPLY']._serialized_end=1278
-  _globals['_SLOTCALL']._serialized_start=1281
-  _globals['_SLOTCALL']._serialized_end=1443
-  _globals['_SLOTANSWER']._serialized_start=1446
-  _globals['_SLOTANSWER']._serialized_end=1627
-  _globals['_EXPLAINREQUEST']._serialized_start=1629
-  _globals['_EXPLAINREQUEST']._serialized_end=1713
-  _globals['_PROVIDERVERDICT']._serialized_start=1715
-  _globals['_PROVIDERVERDICT']._serialized_end=1805
-  _globals['_EXPLAINREPLY']._serialized_start=1807
-  _globals['_EXPLAINREPLY']._serialized_end=1876
-  _globals['_LISTMODELSREQUEST']._serialized_start=1878
-  _globals['_LISTMODELSREQUEST']._serialized_end=1897
-  _globals['_LISTMODELSREPLY']._serialized_start=1899
-  _globals['_LISTMODELSREPLY']._serialized_end=1932
-  _globals['_STATSREQUEST']._serialized_start=1934
-  _globals['_STATSREQUEST']._serialized_end=1948
-  _globals['_STATSREPLY']._serialized_start=1951
-  _globals['_STATSREPLY']._serialized_end=2088
-  _globals['_REGISTRY']._serialized_start=2297
-  _globals['_REGISTRY']._serialized_end=3139
+  _globals['_RESERVEREQUEST']._serialized_start=614
+  _globals['_RESERVEREQUEST']._serialized_end=824
+  _globals['_RESERVEREPLY']._serialized_start=826
+  _globals['_RESERVEREPLY']._serialized_end=929
+  _globals['_RELEASEREQUEST']._serialized_start=931
+  _globals['_RELEASEREQUEST']._serialized_end=992
+  _globals['_RELEASEREPLY']._serialized_start=994
+  _globals['_RELEASEREPLY']._serialized_end=1052
+  _globals['_SLOTCALL']._serialized_start=1055
+  _globals['_SLOTCALL']._serialized_end=1217
+  _globals['_SLOTANSWER']._serialized_start=1220
+  _globals['_SLOTANSWER']._serialized_end=1401
+  _globals['_EXPLAINREQUEST']._serialized_start=1403
+  _globals['_EXPLAINREQUEST']._serialized_end=1487
+  _globals['_PROVIDERVERDICT']._serialized_start=1489
+  _globals['_PROVIDERVERDICT']._serialized_end=1579
+  _globals['_EXPLAINREPLY']._serialized_start=1581
+  _globals['_EXPLAINREPLY']._serialized_end=1650
+  _globals['_LISTMODELSREQUEST']._serialized_start=1652
+  _globals['_LISTMODELSREQUEST']._serialized_end=1671
+  _globals['_LISTMODELSREPLY']._serialized_start=1673
+  _globals['_LISTMODELSREPLY']._serialized_end=1706
+  _globals['_STATSREQUEST']._serialized_start=1708
+  _globals['_STATSREQUEST']._serialized_end=1722
+  _globals['_STATSREPLY']._serialized_start=1725
+  _globals['_STATSREPLY']._serialized_end=1862
+  _globals['_REGISTRY']._serialized_start=1865
+  _globals['_REGISTRY']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

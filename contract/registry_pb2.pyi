@@ -1,31 +1,11 @@
 from contract import hedgerow_common_pb2 as _hedgerow_common_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
-    VERDICT_OK: _ClassVar[Verdict]
-    VERDICT_QUEUE: _ClassVar[Verdict]
-    VERDICT_UNKNOWN_MODEL: _ClassVar[Verdict]
-    VERDICT_NO_CAPABLE_PROVIDER: _ClassVar[Verdict]
-    VERDICT_UNAVAILABLE: _ClassVar[Verdict]
-    VERDICT_TOO_LARGE: _ClassVar[Verdict]
-    VERDICT_RATE_LIMITED: _ClassVar[Verdict]
-VERDICT_UNSPECIFIED: Verdict
-VERDICT_OK: Verdict
-VERDICT_QUEUE: Verdict
-VERDICT_UNKNOWN_MODEL: Verdict
-VERDICT_NO_CAPABLE_PROVIDER: Verdict
-VERDICT_UNAVAILABLE: Verdict
-VERDICT_TOO_LARGE: Verdict
-VERDICT_RATE_LIMITED: Verdict
 
 class ProviderInfo(_message.Message):
     __slots__ = ("id", "serial", "version", "models", "trusted", "decode_tps", "prefill_tps", "hardware")
@@ -92,30 +72,6 @@ class ReportLoadRequest(_message.Message):
 class ReportLoadReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
-
-class AdmitRequest(_message.Message):
-    __slots__ = ("model", "traits", "allowlist", "prompt_tokens", "max_tokens")
-    MODEL_FIELD_NUMBER: _ClassVar[int]
-    TRAITS_FIELD_NUMBER: _ClassVar[int]
-    ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
-    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    model: str
-    traits: _hedgerow_common_pb2.Traits
-    allowlist: _containers.RepeatedScalarFieldContainer[str]
-    prompt_tokens: int
-    max_tokens: int
-    def __init__(self, model: _Optional[str] = ..., traits: _Optional[_Union[_hedgerow_common_pb2.Traits, _Mapping]] = ..., allowlist: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
-
-class AdmitReply(_message.Message):
-    __slots__ = ("verdict", "message", "retry_after_s")
-    VERDICT_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
-    verdict: Verdict
-    message: str
-    retry_after_s: float
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("model", "traits", "exclude", "avoid_version", "allowlist", "prompt_tokens", "max_tokens", "may_queue", "reservation_id")

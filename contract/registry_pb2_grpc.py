@@ -50,21 +50,6 @@ class RegistryStub:
                 request_serializer=registry__pb2.ReportLoadRequest.SerializeToString,
                 response_deserializer=registry__pb2.ReportLoadReply.FromString,
                 _registered_method=True)
-        self.Admit = channel.unary_unary(
-                '/hedgerow.registry.Registry/Admit',
-                request_serializer=registry__pb2.AdmitRequest.SerializeToString,
-                response_deserializer=registry__pb2.AdmitReply.FromString,
-                _registered_method=True)
-        self.Reserve = channel.unary_unary(
-                '/hedgerow.registry.Registry/Reserve',
-                request_serializer=registry__pb2.ReserveRequest.SerializeToString,
-                response_deserializer=registry__pb2.ReserveReply.FromString,
-                _registered_method=True)
-        self.Release = channel.unary_unary(
-                '/hedgerow.registry.Registry/Release',
-                request_serializer=registry__pb2.ReleaseRequest.SerializeToString,
-                response_deserializer=registry__pb2.ReleaseReply.FromString,
-                _registered_method=True)
         self.Slots = channel.stream_stream(
                 '/hedgerow.registry.Registry/Slots',
                 request_serializer=registry__pb2.SlotCall.SerializeToString,
@@ -109,29 +94,13 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Admit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Reserve(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Release(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def Slots(self, request_iterator, context):
-        """The dispatcher's Reserve and Release calls, over one long-lived stream: a message on
-        an open stream costs a fraction of a new call, and both sit on every request's path.
-        Reservations taken over a stream are leased to it: when the stream ends (the
-        dispatcher stopped or crashed) those still held are released as cancelled (B12).
+        """Reserve and Release, over one long-lived stream per dispatcher: a message on an open
+        stream costs a fraction of a new call, and both sit on every request's path. A
+        request's first Reserve is its admission (A7): it is granted, waits in the queue, or
+        is refused (`SlotAnswer.refused`). Reservations taken over a stream are leased to it:
+        when the stream ends (the dispatcher stopped or crashed) those still held are released
+        as cancelled (B12).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,21 +141,6 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ReportLoad,
                     request_deserializer=registry__pb2.ReportLoadRequest.FromString,
                     response_serializer=registry__pb2.ReportLoadReply.SerializeToString,
-            ),
-            'Admit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Admit,
-                    request_deserializer=registry__pb2.AdmitRequest.FromString,
-                    response_serializer=registry__pb2.AdmitReply.SerializeToString,
-            ),
-            'Reserve': grpc.unary_unary_rpc_method_handler(
-                    servicer.Reserve,
-                    request_deserializer=registry__pb2.ReserveRequest.FromString,
-                    response_serializer=registry__pb2.ReserveReply.SerializeToString,
-            ),
-            'Release': grpc.unary_unary_rpc_method_handler(
-                    servicer.Release,
-                    request_deserializer=registry__pb2.ReleaseRequest.FromString,
-                    response_serializer=registry__pb2.ReleaseReply.SerializeToString,
             ),
             'Slots': grpc.stream_stream_rpc_method_handler(
                     servicer.Slots,
@@ -291,87 +245,6 @@ class Registry:
             '/hedgerow.registry.Registry/ReportLoad',
             registry__pb2.ReportLoadRequest.SerializeToString,
             registry__pb2.ReportLoadReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Admit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedgerow.registry.Registry/Admit',
-            registry__pb2.AdmitRequest.SerializeToString,
-            registry__pb2.AdmitReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Reserve(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedgerow.registry.Registry/Reserve',
-            registry__pb2.ReserveRequest.SerializeToString,
-            registry__pb2.ReserveReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Release(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/hedgerow.registry.Registry/Release',
-            registry__pb2.ReleaseRequest.SerializeToString,
-            registry__pb2.ReleaseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,10 +63,6 @@ class Breaker:
         """Number of (provider, model, shape) entries held."""
         return self._size
 
-    def counts(self, status_code: int) -> bool:
-        """True if ``status_code`` is a strike."""
-        return status_code in self._counted
-
     def record(
         self, provider_id: str, model_id: str, shape: Shape, status_code: int, now: float
     ) -> bool:
@@ -127,15 +123,6 @@ class Breaker:
         """Forget every strike and cooldown of ``provider_id`` (it registered again)."""
         for key in list(self._by_key):
             self._forget(key, provider_id)
-
-    def active_cooldowns(self, now: float) -> int:
-        """Keys cooling at ``now`` (O(entries); for metrics)."""
-        return sum(
-            1
-            for per_provider in self._by_key.values()
-            for entry in per_provider.values()
-            if entry.cooling_until > now
-        )
 
     def sweep(self, now: float) -> int:
         """Drop entries with no strike inside the window and no live cooldown; return count."""

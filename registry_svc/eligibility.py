@@ -1,19 +1,23 @@
-"""The one eligibility gate (rule C1) and the admission classification built on it.
+"""The one eligibility gate (rule C1).
 
-``gate`` is the only place that decides whether a provider may serve a request; Admit,
-Reserve, Explain, the tools/vision capability checks (A6) and the queue's fail-fast (C6)
-all read its reasons, so they cannot drift apart. It returns *every* reason, so Explain
-(C7) can show operators all of them at once; an empty list means eligible now.
+``gate`` is the only place that decides whether a provider may serve a request. Reserve
+(the admission), Explain, the tools/vision capability checks (A6) and the queue's fail-fast
+(C6) all read its reasons, and the selection hot path (``eligible_now``) is a filter over
+it, so none of them can drift. It returns *every* reason, so Explain (C7) can show operators
+all of them at once; an empty list means eligible now.
+
+``liveness`` is the gate's provider-state part on its own (online, trusted, heard from
+lately); ``is_live`` is the one predicate for "this provider is live" wherever the registry
+lists live providers or their models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
-from registry_svc.model import ModelInfo, Provider, Shape, Traits
+from registry_svc.model import Ask, ModelInfo, Provider, Traits
 from registry_svc.versions import Version
 
 
@@ -37,11 +41,10 @@ class ReasonCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """One reason; ``until`` is the cooldown end (monotonic s) for ``cooling_down_until``,
-    ``detail`` a short human hint (version vs floor, remaining cooldown, size vs limit)."""
+    """One reason; ``detail`` is a short human hint (version vs floor, remaining cooldown,
+    size vs limit)."""
 
     code: ReasonCode
-    until: float | None = None
     detail: str = ""
 
 
@@ -63,24 +66,64 @@ class GateRequest:
     allowlist: frozenset[str] | None = None
     request_tokens: int = 0
     stale_after_s: float | None = None
+    record_key: str = field(init=False, repr=False, compare=False)
+    """Names this request's kind (model, traits, floor) in a provider record's memo."""
+
+    def __post_init__(self) -> None:
+        # A str key hashes once per request; a tuple key would be hashed again per provider.
+        kind = f"{self.traits.has_tools:d}{self.traits.requires_vision:d}"
+        key = f"reasons\x1f{self.model_id}\x1f{kind}\x1f{self.tools_floor.text}"
+        object.__setattr__(self, "record_key", key)
+
+    @classmethod
+    def of(
+        cls, ask: Ask, *, now: float, tools_floor: Version, stale_after_s: float | None
+    ) -> GateRequest:
+        """The gate's view of a settled ``ask`` (``Ask.settled``: max_tokens estimated)."""
+        return cls(
+            model_id=ask.model_id,
+            traits=ask.traits,
+            now=now,
+            tools_floor=tools_floor,
+            exclude=ask.exclude,
+            allowlist=ask.allowlist,
+            request_tokens=ask.prompt_tokens + ask.max_tokens,
+            stale_after_s=stale_after_s,
+        )
 
 
-def record_reasons(
+_OFFLINE = Reason(ReasonCode.OFFLINE)
+_UNTRUSTED = Reason(ReasonCode.UNTRUSTED)
+
+
+def liveness(provider: Provider, now: float, stale_after_s: float | None) -> list[Reason]:
+    """The provider-state reasons (C1, F1): ``offline`` if it is marked so or was silent for
+    longer than ``stale_after_s`` (None: silence not checked), ``untrusted`` until its
+    challenge passed. A new list the caller may extend."""
+    reasons: list[Reason] = []
+    if not provider.online or (
+        stale_after_s is not None and now - provider.last_seen > stale_after_s
+    ):
+        reasons.append(_OFFLINE)
+    if not provider.trusted:
+        reasons.append(_UNTRUSTED)
+    return reasons
+
+
+def is_live(provider: Provider, now: float, stale_after_s: float) -> bool:
+    """Online, trusted and heard from within ``stale_after_s``: no ``liveness`` reason."""
+    return not liveness(provider, now, stale_after_s)
+
+
+def _record_reasons(
     provider: Provider, model_id: str, traits: Traits, tools_floor: Version
-) -> list[Reason]:
-    """The reasons that depend only on the provider record and the request's traits.
-
-    Online flag, trusted, serves the model, vision model for vision requests, tools version
-    floor, ``template_render_ok`` not false (every shape), and the tools/vision template
-    capability not false for that shape. Part of ``gate``; cached per record by the hot
-    path, which is safe because a record never changes.
-    """
+) -> tuple[Reason, ...]:
+    """The reasons that depend only on the provider record and the request's kind: serves
+    the model, vision model for vision requests, tools version floor, ``template_render_ok``
+    not false (every shape), and the tools/vision template capability not false for that
+    shape."""
     reasons: list[Reason] = []
     info = provider.models.get(model_id)
-    if not provider.online:
-        reasons.append(Reason(ReasonCode.OFFLINE))
-    if not provider.trusted:
-        reasons.append(Reason(ReasonCode.UNTRUSTED))
     if info is None:
         reasons.append(Reason(ReasonCode.MODEL_NOT_SERVED))
     elif traits.requires_vision and not info.is_vision:
@@ -98,37 +141,42 @@ def record_reasons(
             reasons.append(Reason(ReasonCode.TOOLS_TEMPLATE_BROKEN))
         if traits.requires_vision and info.cap_vision is False:
             reasons.append(Reason(ReasonCode.VISION_TEMPLATE_BROKEN))
-    return reasons
+    return tuple(reasons)
 
 
 def gate(
     provider: Provider, req: GateRequest, *, in_use: int, cooling_until: float | None
 ) -> list[Reason]:
-    """Every reason ``provider`` cannot take ``req`` now; empty = eligible.
+    """Every reason ``provider`` cannot take ``req`` now, in a fixed order; empty = eligible.
 
     ``in_use`` is the registry's slot count for (provider, model); ``cooling_until`` the
     breaker's cooldown end for (provider, model, request shape), None if not cooling.
-    Gates (C1): the record's own (``record_reasons``), then not silent for longer than
-    ``stale_after_s`` (offline), not excluded, in the allowlist, not cooling, fits the
-    model's context, and a free slot.
+    Gates (C1): online and trusted (``liveness``), serves the model, vision, tools floor,
+    template and template capabilities, not excluded, in the allowlist, not cooling, fits
+    the model's context, and a free slot.
     """
-    reasons = record_reasons(provider, req.model_id, req.traits, req.tools_floor)
-    if (
-        provider.online
-        and req.stale_after_s is not None
-        and req.now - provider.last_seen > req.stale_after_s
-    ):
-        reasons.insert(0, Reason(ReasonCode.OFFLINE))
+    reasons = liveness(provider, req.now, req.stale_after_s)
+    # The record's own part is cached on the record (safe: a record never changes), as the
+    # hot path asks it of every provider of a model on every request.
+    cached: tuple[tuple[Reason, ...], ModelInfo | None] | None = provider.memo.get(req.record_key)
+    if cached is None:
+        cached = (
+            _record_reasons(provider, req.model_id, req.traits, req.tools_floor),
+            provider.models.get(req.model_id),
+        )
+        provider.memo[req.record_key] = cached
+    record, info = cached
+    if record:
+        reasons.extend(record)
     if provider.id in req.exclude:
         reasons.append(Reason(ReasonCode.EXCLUDED))
     if req.allowlist is not None and provider.serial not in req.allowlist:
         reasons.append(Reason(ReasonCode.NOT_IN_ALLOWLIST))
-    info = provider.models.get(req.model_id)
     if info is None:
         return reasons
     if cooling_until is not None and cooling_until > req.now:
         detail = f"{req.traits.shape.value} for {cooling_until - req.now:.0f}s"
-        reasons.append(Reason(ReasonCode.COOLING_DOWN_UNTIL, until=cooling_until, detail=detail))
+        reasons.append(Reason(ReasonCode.COOLING_DOWN_UNTIL, detail=detail))
     if info.max_context_tokens is not None and req.request_tokens > info.max_context_tokens:
         detail = f"{req.request_tokens} > {info.max_context_tokens} tokens"
         reasons.append(Reason(ReasonCode.TOO_LARGE, detail=detail))
@@ -144,119 +192,16 @@ def eligible_now(
     slots: Mapping[str, int],
     cooling: Mapping[str, float],
 ) -> list[tuple[Provider, int]]:
-    """The providers for which ``gate`` returns no reason, each with its slots in use.
+    """The providers ``gate`` passes, in input order, each with its slots in use.
 
-    ``slots`` maps provider id -> slots in use for ``req.model_id``; ``cooling`` maps
-    provider id -> cooldown end for (model, request shape). Reserve's hot path: it scans
-    every provider of a model on every request, so the record's own verdict is cached on
-    the record and the request-level rules of ``gate`` are repeated inline (a property
-    test holds this equal to ``gate``; a rule added there must be added here).
+    ``slots`` maps provider id -> slots in use for ``req.model_id`` (absent: none);
+    ``cooling`` maps provider id -> cooldown end for (model, request shape) (absent: not
+    cooling). Reserve's selection hot path.
     """
-    model_id, now, traits, floor = req.model_id, req.now, req.traits, req.tools_floor
-    # A str key hashes once per request; a tuple key would be hashed again per provider.
-    key = f"gate\x1f{model_id}\x1f{traits.has_tools:d}{traits.requires_vision:d}\x1f{floor.text}"
-    stale_after = float("inf") if req.stale_after_s is None else req.stale_after_s
-    exclude, allowlist, tokens = req.exclude, req.allowlist, req.request_tokens
-    in_use = slots.get
-    cooling_until = cooling.get if cooling else None
+    in_use, cooling_until = slots.get, cooling.get
     out: list[tuple[Provider, int]] = []
     for p in providers:
-        # The model's info when the record passes its own gates, else False.
-        info: ModelInfo | Literal[False] | None = p.memo.get(key)
-        if info is None:
-            if record_reasons(p, model_id, traits, floor):
-                info = False
-            else:
-                info = p.models[model_id]
-            p.memo[key] = info
-        if info is False or now - p.last_seen > stale_after:
-            continue
         pending = in_use(p.id, 0)
-        if pending >= info.max_concurrency:
-            continue
-        if (exclude and p.id in exclude) or (allowlist is not None and p.serial not in allowlist):
-            continue
-        if info.max_context_tokens is not None and tokens > info.max_context_tokens:
-            continue
-        if cooling_until is not None and cooling_until(p.id, now) > now:
-            continue
-        out.append((p, pending))
+        if not gate(p, req, in_use=pending, cooling_until=cooling_until(p.id)):
+            out.append((p, pending))
     return out
-
-
-# Reasons that do not make a provider incapable of a capability, only unusable right now
-# (or for this attempt): A6 asks whether *any* fitting provider exists.
-_NOT_CAPABILITY = frozenset({ReasonCode.AT_CAPACITY, ReasonCode.TOO_LARGE, ReasonCode.EXCLUDED})
-_TOOLS_ONLY = frozenset({ReasonCode.NOT_VISION, ReasonCode.VISION_TEMPLATE_BROKEN})
-_VISION_ONLY = frozenset({ReasonCode.BELOW_FLOOR, ReasonCode.TOOLS_TEMPLATE_BROKEN})
-_WAITABLE = frozenset({ReasonCode.AT_CAPACITY})
-_FITS_NOT = frozenset({ReasonCode.AT_CAPACITY, ReasonCode.TOO_LARGE})
-
-
-def passes_capability(reasons: Iterable[Reason], capability: Shape) -> bool:
-    """True if a provider with these reasons passes the ``tools`` or ``vision`` gates (A6).
-
-    Capacity, size and the attempt's exclude list do not count (they are not about
-    capability); offline, untrusted, allowlist, template, floor, vision and cooling do. The
-    other capability's own gates are ignored, so tools+vision requests are checked twice.
-    """
-    ignored = _NOT_CAPABILITY | (_TOOLS_ONLY if capability is Shape.TOOLS else _VISION_ONLY)
-    return all(r.code in ignored for r in reasons)
-
-
-class Availability(StrEnum):
-    """What the whole fleet can do for one request (the A6/A7 ladder, best first)."""
-
-    ELIGIBLE = "eligible"  # some provider can take it now
-    NO_TOOLS = "no_tools"  # A6: no online provider passes the tools gates
-    NO_VISION = "no_vision"  # A6: same for vision
-    AT_CAPACITY = "at_capacity"  # some fitting provider is merely full: queue
-    RECONNECTING = "reconnecting"  # only providers seen recently could serve: queue
-    TOO_LARGE = "too_large"  # only providers whose context is too small
-    NONE = "none"  # nothing structurally eligible
-
-
-def classify(
-    verdicts: Iterable[tuple[Provider, list[Reason]]],
-    traits: Traits,
-    *,
-    now: float,
-    reconnect_grace_s: float,
-) -> Availability:
-    """Fold per-provider gate results into one ladder rung (A6 then A7).
-
-    ``verdicts`` should cover every provider serving the model. A provider is
-    "reconnecting" if its only blocking reasons are ``offline`` (plus ``at_capacity``) and
-    it was seen within ``reconnect_grace_s``.
-    """
-    any_tools = any_vision = False
-    any_full = any_reconnecting = any_too_large = False
-    for provider, reasons in verdicts:
-        if not reasons:
-            return Availability.ELIGIBLE
-        codes = {r.code for r in reasons}
-        if traits.has_tools and not any_tools:
-            any_tools = passes_capability(reasons, Shape.TOOLS)
-        if traits.requires_vision and not any_vision:
-            any_vision = passes_capability(reasons, Shape.VISION)
-        if codes <= _WAITABLE:
-            any_full = True
-        elif codes <= _FITS_NOT:
-            any_too_large = True
-        elif (
-            ReasonCode.OFFLINE in codes
-            and codes <= _WAITABLE | {ReasonCode.OFFLINE}
-            and now - provider.last_seen <= reconnect_grace_s
-        ):
-            any_reconnecting = True
-    if traits.has_tools and not any_tools:
-        return Availability.NO_TOOLS
-    if traits.requires_vision and not any_vision:
-        return Availability.NO_VISION
-    if any_full:
-        return Availability.AT_CAPACITY
-    if any_reconnecting:
-        return Availability.RECONNECTING
-    if any_too_large:
-        return Availability.TOO_LARGE
-    return Availability.NONE

@@ -1,5 +1,6 @@
-"""Registry domain values: request traits, providers, their models and loads, outcomes,
-and the settings every registry component reads its limits from.
+"""Registry domain values: request traits and the routing question (``Ask``), providers,
+their models and loads, outcomes, and the settings every registry component reads its
+limits from.
 
 Everything here is an immutable value; the registry replaces a provider record instead of
 mutating it, so a record handed out (to ``explain`` or a test) never changes under the
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from contract.slots import RELEASE_CANCELLED, RELEASE_SUCCESS
 from registry_svc.versions import Version, is_missing
 
 
@@ -40,6 +42,54 @@ class Traits:
         if self.requires_vision:
             return Shape.VISION
         return Shape.BASE
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request's routing question: who may serve it, and with what preferences.
+
+    The registry's public argument to ``explain``, ``reserve``, ``reserve_now`` and
+    ``select``. ``exclude`` holds provider ids not to use (this request's earlier attempts);
+    ``allowlist`` the provider serials allowed (None: any); ``avoid_version`` a binary
+    version to avoid if another is eligible (B10, soft). ``prompt_tokens`` and ``max_tokens``
+    size the request (C5 cost, context fit); ``max_tokens`` 0 means not given, and the
+    registry estimates with ``RegistrySettings.default_max_tokens``. ``may_queue``: the
+    request's first Reserve, its admission, may wait in the queue; retries never do (B11).
+    ``reservation_id`` (optional, unique per call) names the reservation, so a caller that
+    lost the reply can still release it (B12).
+
+    Values arrive the way the wire leaves them unset, and are normalised here: an empty
+    allowlist, an empty ``avoid_version`` or ``reservation_id`` mean none, and negative
+    token counts mean 0.
+    """
+
+    model_id: str
+    traits: Traits = Traits()
+    exclude: frozenset[str] = frozenset()
+    allowlist: frozenset[str] | None = None
+    avoid_version: str | None = None
+    prompt_tokens: int = 0
+    max_tokens: int = 0
+    may_queue: bool = True
+    reservation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__  # frozen: normalised once, here
+        if self.allowlist == frozenset():
+            put(self, "allowlist", None)
+        if self.avoid_version == "":
+            put(self, "avoid_version", None)
+        if self.reservation_id == "":
+            put(self, "reservation_id", None)
+        if self.prompt_tokens < 0:
+            put(self, "prompt_tokens", 0)
+        if self.max_tokens < 0:
+            put(self, "max_tokens", 0)
+
+    def settled(self, default_max_tokens: int) -> Ask:
+        """This ask with ``max_tokens`` estimated as ``default_max_tokens`` when not given:
+        the form every registry decision reads."""
+        return self if self.max_tokens else replace(self, max_tokens=default_max_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +189,8 @@ class Outcome:
     status_code: int
     shape: Shape | None = None
 
-    SUCCESS: ClassVar[int] = 200
-    CANCELLED: ClassVar[int] = 0
+    SUCCESS: ClassVar[int] = RELEASE_SUCCESS
+    CANCELLED: ClassVar[int] = RELEASE_CANCELLED
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from contract import registry_pb2, registry_pb2_grpc
 from registry_svc.config import RegistryConfig
-from registry_svc.core import Registry
+from registry_svc.registry import Registry
 from registry_svc.servicer import RegistryServicer
 from svckit.grpcserver import RunningServer, start_grpc, start_metrics, wait_for_stop_signal
 

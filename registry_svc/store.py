@@ -10,7 +10,7 @@ atomic pop (GETDEL), which is what makes a second release of the same id a no-op
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -28,7 +28,6 @@ class ReservationRecord:
     shape: Shape
     version: str
     registration: int
-    created_at: float
 
 
 class ProviderStore(Protocol):
@@ -48,9 +47,6 @@ class ProviderStore(Protocol):
 
     def serving(self, model_id: str) -> Collection[Provider]:
         """Every provider record (in any state) that lists ``model_id``."""
-
-    def model_ids(self) -> Iterable[str]:
-        """Every model some provider record lists."""
 
     def in_use(self, provider_id: str, model_id: str) -> int:
         """Slots held for (provider, model)."""
@@ -72,9 +68,6 @@ class ProviderStore(Protocol):
 
     def pop_reservation(self, reservation_id: str) -> ReservationRecord | None:
         """Remove and return the reservation; None if unknown or already popped."""
-
-    def reservation_count(self) -> int:
-        """Open reservations."""
 
 
 _NO_SLOTS: Mapping[str, int] = MappingProxyType({})
@@ -113,9 +106,6 @@ class InMemoryStore:
     def serving(self, model_id: str) -> Collection[Provider]:
         index = self._by_model.get(model_id)
         return () if index is None else index.values()
-
-    def model_ids(self) -> Iterable[str]:
-        return self._by_model.keys()
 
     def in_use(self, provider_id: str, model_id: str) -> int:
         held = self._slots.get(model_id)
@@ -158,9 +148,6 @@ class InMemoryStore:
 
     def pop_reservation(self, reservation_id: str) -> ReservationRecord | None:
         return self._reservations.pop(reservation_id, None)
-
-    def reservation_count(self) -> int:
-        return len(self._reservations)
 
     def _unindex(self, provider: Provider) -> None:
         for model_id in provider.models:

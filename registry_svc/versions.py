@@ -1,4 +1,5 @@
-"""Provider binary versions (rule C3) and the tools version floor.
+"""Provider binary versions (rule C3); the tools version floor is a gate
+(``eligibility``), where a missing version (``is_missing``) always fails it.
 
 Versions compare numerically by dot segments: a leading ``v`` is stripped, missing or
 unparseable segments count as 0 (``0.6 == 0.6.0``, ``0.6.10 > 0.6.3``), and a pre-release
@@ -79,25 +80,6 @@ def _parse_key(text: str) -> tuple[tuple[int, ...], int, _PreKey]:
     return (tuple(numbers), 0 if dash else 1, _pre_key(pre) if dash else ())
 
 
-def parse_version(text: str) -> Version:
-    """Parse ``text``; never raises (garbage and ``""`` parse as version 0)."""
-    return Version(text)
-
-
-def compare_versions(a: str, b: str) -> int:
-    """Return -1, 0 or 1 as ``a`` is older than, equal to or newer than ``b`` (C3)."""
-    ka, kb = _parse_key(a), _parse_key(b)
-    return (ka > kb) - (ka < kb)
-
-
 def is_missing(version: str | None) -> bool:
     """True when no version was reported at all (``None`` or blank)."""
     return version is None or not version.strip()
-
-
-def meets_floor(version: str | None, floor: str | Version) -> bool:
-    """True iff ``version`` is present and >= ``floor``; a missing version always fails."""
-    if version is None or is_missing(version):
-        return False
-    floor_v = floor if isinstance(floor, Version) else Version(floor)
-    return Version(version) >= floor_v

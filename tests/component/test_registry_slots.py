@@ -1,9 +1,10 @@
 """Reserve and Release over the registry's `Slots` stream, through the dispatcher's real
 client (`GrpcRegistry`) and a real registry gRPC server on port 0 (C5, C6, B12).
 
-The stream is what every request's admission rides on, so these pin what the unary calls
-promised: refusals keep their HTTP status, code and retry-after; a Release cancels a Reserve
-still waiting in the queue; and what a dead dispatcher held is given back.
+The stream is what every request's admission rides on (there are no unary Reserve or
+Release calls), so these pin that refusals keep their HTTP status, code and retry-after; a
+Release cancels a Reserve still waiting in the queue; and what a dead dispatcher held is
+given back.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from contract import registry_pb2, registry_pb2_grpc
 from dispatcher_svc.registry_client import GrpcRegistry, NoReservation
 from registry_svc import server as registry_server
 from registry_svc.config import RegistryConfig
-from registry_svc.core import Registry
 from registry_svc.model import Outcome, RegistrySettings
+from registry_svc.registry import Registry
 from svckit.grpcserver import RunningServer
 
 MODEL = "m"

@@ -139,7 +139,7 @@ def test_c4_memory_bounded_for_cooled_keys_after_cooldown() -> None:
         key = f"p{i}"
         breaker.record(key, "m", Shape.BASE, 500, T0)
         breaker.record(key, "m", Shape.BASE, 500, T0 + 1)
-    assert breaker.active_cooldowns(T0 + 2) == 100_000
+    assert len(breaker.cooling("m", Shape.BASE, T0 + 2)) == 100_000
     assert breaker.record("x", "m", Shape.BASE, 500, T0 + 120) is False
     assert len(breaker) == 100_001  # still cooling: kept
     assert breaker.sweep(T0 + 302) == 100_001
@@ -164,7 +164,6 @@ def test_c4_settings_drive_the_breaker() -> None:
     breaker = Breaker.from_settings(settings)
     assert feed(breaker, [500, 503, 503, 503]) == [False, False, False, True]
     assert breaker.cooling_until("p1", "m", Shape.TOOLS, T0 + 3) == T0 + 8
-    assert breaker.counts(503) and not breaker.counts(500)
 
 
 def test_c4_rejects_nonsense_parameters() -> None:

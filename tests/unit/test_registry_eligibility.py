@@ -1,4 +1,5 @@
-"""C1/C2/C7: the one gate, its reasons, A6 capability checks and the A7 classification."""
+"""C1/C2/C7: the one gate and its reasons; the A6 capability checks and the A7
+classification read from them (``admission``)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry_svc.eligibility import (
-    Availability,
-    GateRequest,
-    Reason,
-    ReasonCode,
-    classify,
-    eligible_now,
-    gate,
-    passes_capability,
-)
+from registry_svc.admission import Availability, classify, passes_capability
+from registry_svc.eligibility import GateRequest, Reason, ReasonCode, eligible_now, gate, is_live
 from registry_svc.model import ModelInfo, Provider, Shape, Traits
 from registry_svc.versions import Version
 from tests.unit.test_registry_support import model, provider
@@ -71,6 +64,28 @@ def test_c1_silent_provider_counts_as_offline() -> None:
     assert codes(p, req()) == {ReasonCode.OFFLINE}
     assert codes(p, req(stale_after_s=None)) == set()
     assert codes(replace(p, last_seen=NOW - 15), req()) == set()
+
+
+@pytest.mark.parametrize(
+    ("online", "trusted", "silent_s", "live"),
+    [
+        (True, True, 15.0, True),
+        (True, True, 15.5, False),
+        (False, True, 0.0, False),
+        (True, False, 0.0, False),
+    ],
+)
+def test_c1_is_live_is_the_gates_own_liveness(
+    online: bool, trusted: bool, silent_s: float, live: bool
+) -> None:
+    """``is_live`` (model lists, online ids, stats) says exactly what the gate's offline
+    and untrusted reasons say."""
+    from dataclasses import replace
+
+    p = replace(provider("p1", online=online, trusted=trusted), last_seen=NOW - silent_s)
+    assert is_live(p, NOW, 15.0) is live
+    gated = codes(p, req()) & {ReasonCode.OFFLINE, ReasonCode.UNTRUSTED}
+    assert (not gated) is live
 
 
 def test_c1_exclude_and_allowlist() -> None:
@@ -160,9 +175,7 @@ def test_c1_vision_template_false_fences_vision_only() -> None:
 def test_c7_cooling_reason_carries_the_time() -> None:
     p = fresh(provider("p1"))
     reasons = gate(p, req(TOOLS), in_use=0, cooling_until=NOW + 120)
-    assert reasons == [
-        Reason(ReasonCode.COOLING_DOWN_UNTIL, until=NOW + 120, detail="tools for 120s")
-    ]
+    assert reasons == [Reason(ReasonCode.COOLING_DOWN_UNTIL, detail="tools for 120s")]
     assert gate(p, req(TOOLS), in_use=0, cooling_until=NOW) == []
 
 
@@ -305,7 +318,7 @@ def test_a6_classify_capability_comes_before_capacity() -> None:
     assert classify_(TOOLS, v(p, ReasonCode.COOLING_DOWN_UNTIL)) is Availability.NO_TOOLS
 
 
-# --- eligible_now is gate's hot-path mirror: they must agree on every input -------------
+# --- eligible_now filters with gate; the record's cached part must never leak ------------
 
 # Biased towards healthy values so that about half the generated providers are eligible
 # and each rule is the deciding one often enough to catch a drift.
@@ -345,7 +358,7 @@ _providers = st.builds(
         st.sampled_from(["a", "b", "c"]), st.sampled_from([NOW, NOW + 5]), max_size=1
     ),
 )
-def test_c1_hot_path_agrees_with_gate(
+def test_c1_hot_path_agrees_with_a_fresh_gate(
     providers: list[Provider],
     exclude: frozenset[str],
     allowlist: frozenset[str] | None,
@@ -354,16 +367,21 @@ def test_c1_hot_path_agrees_with_gate(
     slots: dict[str, int],
     cooling: dict[str, float],
 ) -> None:
+    from dataclasses import replace
+
     live_cooling = {k: t for k, t in cooling.items() if t > NOW}
-    # Every traits and both floors over the same records: the per-record cache must not
-    # leak a verdict from one request kind into another.
+    # Every traits and both floors over the same records: the verdict cached on a record
+    # must not leak from one request kind into another. The expected verdicts come from
+    # copies of the records (an empty cache each time).
     for floor in (FLOOR, Version("0.6.10")):
         for traits in ALL_TRAITS:
             r = GateRequest("m", traits, NOW, floor, exclude, allowlist, tokens, stale)
             expected = [
                 (p, slots.get(p.id, 0))
                 for p in providers
-                if not gate(p, r, in_use=slots.get(p.id, 0), cooling_until=cooling.get(p.id))
+                if not gate(
+                    replace(p), r, in_use=slots.get(p.id, 0), cooling_until=cooling.get(p.id)
+                )
             ]
             assert eligible_now(providers, r, slots=slots, cooling=live_cooling) == expected
             assert eligible_now(providers, r, slots=slots, cooling=cooling) == expected

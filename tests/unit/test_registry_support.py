@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from registry_svc.core import Registry
 from registry_svc.model import ModelInfo, Provider, RegistrySettings
+from registry_svc.registry import Registry
 
 
 class FakeClock:
