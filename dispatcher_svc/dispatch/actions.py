@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from contract.errors import ErrorCode, Failure
+from contract.slots import RELEASE_CANCELLED, RELEASE_SUCCESS
 from dispatcher_svc.dispatch.events import Timer, Usage
 
 __all__ = [
@@ -36,8 +37,8 @@ __all__ = [
 ]
 
 # Release status codes besides failure codes (the registry's ReleaseRequest convention).
-SUCCESS: Final = 200
-CANCELLED: Final = 0
+SUCCESS: Final = RELEASE_SUCCESS
+CANCELLED: Final = RELEASE_CANCELLED
 # The failure codes the machine itself assigns: a stream that ended early, a stall (B9).
 DISCONNECT: Final = 502
 TIMEOUT: Final = 504
