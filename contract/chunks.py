@@ -1,4 +1,4 @@
-"""Pre-commit chunk classifier (BEHAVIOR B1).
+"""Pre-commit chunk classifier (rule B1).
 
 A chunk is *boilerplate* when it carries nothing the client could see as output: a role-only
 chat delta, an empty legacy-completions text, or a Responses lifecycle event. The dispatcher

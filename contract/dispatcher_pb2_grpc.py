@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class DispatcherStub:
-    """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    """Per-request dispatch: the gateway writes nothing until Committed or Failed (rule A8).
     A gateway runs all its dispatches over one long-lived stream (a message on an open
     stream costs a fraction of a new call, and a call sits on every request's path): it
     starts each with a DispatchCall carrying the request, and may cancel it (the client
@@ -48,7 +48,7 @@ class DispatcherStub:
 
 
 class DispatcherServicer:
-    """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    """Per-request dispatch: the gateway writes nothing until Committed or Failed (rule A8).
     A gateway runs all its dispatches over one long-lived stream (a message on an open
     stream costs a fraction of a new call, and a call sits on every request's path): it
     starts each with a DispatchCall carrying the request, and may cancel it (the client
@@ -79,7 +79,7 @@ def add_DispatcherServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Dispatcher:
-    """Per-request dispatch: the gateway writes nothing until Committed or Failed (BEHAVIOR A8).
+    """Per-request dispatch: the gateway writes nothing until Committed or Failed (rule A8).
     A gateway runs all its dispatches over one long-lived stream (a message on an open
     stream costs a fraction of a new call, and a call sits on every request's path): it
     starts each with a DispatchCall carrying the request, and may cancel it (the client

@@ -55,7 +55,7 @@ _STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
-# The default retry-after for a 429 or 503 that names none (BEHAVIOR constants).
+# The default retry-after for a 429 or 503 that names none (docs/behavior.md constants).
 DEFAULT_RETRY_AFTER_S: Final = 2.0
 
 _TO_PROTO: Final[dict[ErrorCode, int]] = {

@@ -1,4 +1,4 @@
-"""The provider link's shared limits and close codes (BEHAVIOR F3): both ends read them here."""
+"""The provider link's shared limits and close codes (rule F3): both ends read them here."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class NormalizerStub:
-    """Tool-schema repair of raw request bodies (BEHAVIOR D1-D3).
+    """Tool-schema repair of raw request bodies (rules D1-D3).
     """
 
     def __init__(self, channel):
@@ -43,7 +43,7 @@ class NormalizerStub:
 
 
 class NormalizerServicer:
-    """Tool-schema repair of raw request bodies (BEHAVIOR D1-D3).
+    """Tool-schema repair of raw request bodies (rules D1-D3).
     """
 
     def Normalize(self, request, context):
@@ -69,7 +69,7 @@ def add_NormalizerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Normalizer:
-    """Tool-schema repair of raw request bodies (BEHAVIOR D1-D3).
+    """Tool-schema repair of raw request bodies (rules D1-D3).
     """
 
     @staticmethod

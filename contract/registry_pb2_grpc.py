@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class RegistryStub:
-    """The provider table, eligibility, breaker, slots and queue (BEHAVIOR C1-C7, A6, A7).
+    """The provider table, eligibility, breaker, slots and queue (rules C1-C7, A6, A7).
     """
 
     def __init__(self, channel):
@@ -73,7 +73,7 @@ class RegistryStub:
 
 
 class RegistryServicer:
-    """The provider table, eligibility, breaker, slots and queue (BEHAVIOR C1-C7, A6, A7).
+    """The provider table, eligibility, breaker, slots and queue (rules C1-C7, A6, A7).
     """
 
     def UpsertProvider(self, request, context):
@@ -171,7 +171,7 @@ def add_RegistryServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Registry:
-    """The provider table, eligibility, breaker, slots and queue (BEHAVIOR C1-C7, A6, A7).
+    """The provider table, eligibility, breaker, slots and queue (rules C1-C7, A6, A7).
     """
 
     @staticmethod

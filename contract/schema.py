@@ -1,4 +1,4 @@
-"""Tool-schema repair (BEHAVIOR.md D1-D3 and docs/schema-repair-rules.md D4-D10), pure:
+"""Tool-schema repair (docs/behavior.md D1-D3 and docs/schema-repair-rules.md D4-D10), pure:
 no I/O, no grpc, no global state.
 
 Open-weight chat templates render tool parameter types with filters such as
@@ -28,10 +28,10 @@ from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
-"""Bodies larger than this are never parsed (BEHAVIOR.md normalization caps)."""
+"""Bodies larger than this are never parsed (docs/behavior.md, normalization caps)."""
 
 DEFAULT_MAX_DEPTH: Final = 64
-"""Schema nodes nested deeper than this are left as is (BEHAVIOR.md normalization caps)."""
+"""Schema nodes nested deeper than this are left as is (docs/behavior.md, normalization caps)."""
 
 _TOOLS_NEEDLE: Final = b'"tools"'
 _JSON_WHITESPACE: Final = " \t\n\r"

@@ -1,4 +1,4 @@
-"""End-to-end sealing of link payloads (BEHAVIOR F2): NaCl box, X25519 + XSalsa20-Poly1305.
+"""End-to-end sealing of link payloads (rule F2): NaCl box, X25519 + XSalsa20-Poly1305.
 
 Per attempt the dispatcher makes an ephemeral key pair and seals the request body to the
 provider's registered key; the provider seals each chunk with its long-term key to that

@@ -1,4 +1,4 @@
-"""Dispatcher settings, read once from `HEDGEROW_*` env at start (defaults: BEHAVIOR.md)."""
+"""Dispatcher settings, read once from `HEDGEROW_*` env at start (defaults: docs/settings.md)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class DispatcherConfig:
     offline_after_s: float = 15.0
     challenge_interval_s: float = 300.0
     challenge_timeout_s: float = 30.0
-    # Dispatch budgets (BEHAVIOR constants).
+    # Dispatch budgets (docs/behavior.md constants).
     max_dispatch_attempts: int = 3
     ttft_base_s: float = 5.0
     ttft_per_token_s: float = 0.001

@@ -1,4 +1,4 @@
-"""Provider link: WebSocket sessions speaking protobuf frames (BEHAVIOR E1, F1-F3).
+"""Provider link: WebSocket sessions speaking protobuf frames (rules E1, F1-F3).
 
 A provider dials in, sends `Register` with its enrollment token and X25519 key, proves it
 holds the secret key (`Challenge` -> `ChallengeResponse`), and only then becomes routable.

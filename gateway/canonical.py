@@ -70,7 +70,7 @@ def media_counts(messages: Iterable[Any]) -> tuple[int, int]:
 
 
 def estimate_prompt_tokens(raw_len: int, messages: int, images: int, videos: int) -> int:
-    """BEHAVIOR: bytes/4 + 4 per message; image 300, video 1500 tokens."""
+    """Rule constants (docs/behavior.md): bytes/4 + 4 per message; image 300, video 1500 tokens."""
     return (
         raw_len // 4 + PER_MESSAGE_TOKENS * messages + IMAGE_TOKENS * images + VIDEO_TOKENS * videos
     )

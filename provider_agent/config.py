@@ -16,7 +16,7 @@ ENGINES = ("sim", "openai")
 
 @dataclass(frozen=True)
 class SimSettings:
-    """The built-in simulated engine (BEHAVIOR E5)."""
+    """The built-in simulated engine (rule E5)."""
 
     ttft_s: float = 0.05
     tokens_per_s: float = 200.0

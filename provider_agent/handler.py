@@ -1,4 +1,4 @@
-"""Turns one decrypted request into engine output (BEHAVIOR E4).
+"""Turns one decrypted request into engine output (rule E4).
 
 Tool schemas are repaired with the normalizer's pure module (defence for requests that
 reach a provider by another path), the model's chat template is rendered exactly as the

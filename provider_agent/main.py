@@ -93,7 +93,7 @@ def check_main(argv: list[str]) -> int:
     1 when any model's template is broken, 2 when DIR holds no model."""
     parser = argparse.ArgumentParser(
         prog="python -m provider_agent check",
-        description="Render-check every model's chat template (BEHAVIOR E3).",
+        description="Render-check every model's chat template (rule E3).",
     )
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--strictness", choices=["strict", "lenient"], default="strict")

@@ -1,4 +1,4 @@
-"""Registry settings, read once from `HEDGEROW_*` env at start (defaults: BEHAVIOR.md)."""
+"""Registry settings, read once from `HEDGEROW_*` env at start (defaults: docs/settings.md)."""
 
 from __future__ import annotations
 

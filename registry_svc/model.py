@@ -195,9 +195,9 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class RegistrySettings:
-    """Every registry limit; defaults are the BEHAVIOR.md constants.
+    """Every registry limit; defaults are the constants of docs/behavior.md.
 
-    Not from BEHAVIOR.md (local choices): ``cold_model_penalty_s`` (cost of a model that is
+    Not from docs/behavior.md (local choices): ``cold_model_penalty_s`` (cost of a model that is
     not resident), ``unknown_tps`` (rate assumed when a provider reports none, chosen
     pessimistic so unmeasured providers are picked last).
     """

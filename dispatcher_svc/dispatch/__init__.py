@@ -1,4 +1,4 @@
-"""Per-request dispatch (DESIGN "The dispatch state machine", BEHAVIOR B1-B12).
+"""Per-request dispatch (docs/architecture.md, rules B1-B12).
 
 `events` (what the machine hears) and `actions` (what it asks for) are the vocabulary;
 `state` is what it remembers; `machine` is the pure transition function; `driver` runs it

@@ -1,4 +1,4 @@
-"""The thin driver of the dispatch state machine (DESIGN "The dispatch state machine").
+"""The thin driver of the dispatch state machine (docs/architecture.md).
 
 Every attempt is a task that turns its provider's link events into machine events on one
 inbox; timers are loop callbacks that put their `Timer` there; reserves are tasks that put

@@ -1,4 +1,4 @@
-"""The per-request dispatch state machine (DESIGN "The dispatch state machine", BEHAVIOR B1-B12).
+"""The per-request dispatch state machine (docs/architecture.md, rules B1-B12).
 
 Pure: no I/O, no clock, no randomness. `start` opens a request; `step(state, event, now)`
 returns the next state and the actions a driver must execute, in order. Phases

@@ -21,7 +21,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
-    """Dispatch budgets; defaults are BEHAVIOR.md's constants. Durations in seconds.
+    """Dispatch budgets; defaults are the constants of docs/behavior.md. Durations in seconds.
 
     `speculative_ratio` >= 1 disables the speculative backup (it would come at or after the
     deadline); 0 races a backup at once.
@@ -56,7 +56,7 @@ class DispatchSettings:
 
 
 class Phase(enum.Enum):
-    """DESIGN's states of a request. SELECTING and WAITING_FIRST_CONTENT are both
+    """The states of a request (docs/architecture.md). SELECTING and WAITING_FIRST_CONTENT are both
     pre-commit; DONE, FAILED and CANCELLED are terminal."""
 
     SELECTING = "selecting"
@@ -121,7 +121,7 @@ class DispatchState:
 
     @property
     def phase(self) -> Phase:
-        """DESIGN's named state, derived from the fields so it cannot disagree with them.
+        """The named state, derived from the fields so it cannot disagree with them.
         The machine branches on the fields (they carry the data each phase needs); tests
         and logs read the phase."""
         if self.terminal is not None:

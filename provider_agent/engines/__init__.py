@@ -1,1 +1,1 @@
-"""Engines turn a rendered request into OpenAI chunk JSON (BEHAVIOR E5)."""
+"""Engines turn a rendered request into OpenAI chunk JSON (rule E5)."""

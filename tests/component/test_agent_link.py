@@ -31,7 +31,7 @@ from provider_agent.handler import RequestHandler
 from provider_agent.link import Backoff, LinkClient, SessionEnd
 from provider_agent.scan import scan_models
 from provider_agent.templates import Strictness
-from tests.component.linkfake import TOKEN, FakeDispatcher, Received, Session
+from tests.fakes.link_dispatcher import TOKEN, FakeDispatcher, Received, Session
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "tests" / "fixtures" / "templates"

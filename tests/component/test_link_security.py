@@ -1,4 +1,4 @@
-"""Link security (BEHAVIOR F1-F3) against the real `LinkServer` on 127.0.0.1 port 0.
+"""Link security (rules F1-F3) against the real `LinkServer` on 127.0.0.1 port 0.
 
 Providers are real WebSocket clients speaking `provider_link.proto` by hand, so each test
 can misbehave exactly once: a wrong token, a wrong key, garbage, oversize or wrongly

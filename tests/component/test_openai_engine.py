@@ -15,7 +15,7 @@ import pytest
 
 from provider_agent.engines.base import EngineError, EngineOutput, Finished, GenerateRequest
 from provider_agent.engines.openai import OpenAIEngine, upstream_status
-from tests.component.upstream import WORDS, FakeUpstream, fake_upstream
+from tests.fakes.upstream import WORDS, FakeUpstream, fake_upstream
 
 
 @pytest.fixture(scope="module")

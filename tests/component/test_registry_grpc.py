@@ -29,6 +29,7 @@ from registry_svc import server as registry_server
 from registry_svc.config import RegistryConfig
 from registry_svc.model import RegistrySettings
 from registry_svc.registry import Registry
+from tests.fakes.clock import FakeClock
 
 MODEL = "m"
 PLAIN = common_pb2.Traits()
@@ -37,19 +38,6 @@ VISION = common_pb2.Traits(requires_vision=True)
 # A call that must not wait in the queue gets far longer than it needs; a queue wait would
 # end in a timeout (or a 429 timeout) instead of the answer the test expects.
 CALL_TIMEOUT_S = 10.0
-
-
-class FakeClock:
-    """The registry's monotonic clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class SlotStream:

@@ -12,7 +12,7 @@ import pytest
 
 from stack.launcher import API_KEY, ENROLLMENT_TOKEN, Stack
 from tests.e2e.conftest import FAST_ENV
-from tests.e2e.link_provider import RecordingProvider, recording_provider
+from tests.fakes.link_provider import RecordingProvider, recording_provider
 
 pytestmark = pytest.mark.e2e
 MODEL = "hedgerow-sim-1"

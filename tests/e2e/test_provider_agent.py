@@ -30,9 +30,9 @@ import pytest
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import registry_pb2, registry_pb2_grpc
 from stack.launcher import API_KEY, MODELS_DIR, ProviderSpec, Stack
-from tests.component.linkfake import TOKEN, FakeDispatcher
-from tests.component.upstream import WORDS, FakeUpstream, fake_upstream
 from tests.e2e.conftest import FAST_ENV
+from tests.fakes.link_dispatcher import TOKEN, FakeDispatcher
+from tests.fakes.upstream import WORDS, FakeUpstream, fake_upstream
 
 pytestmark = pytest.mark.e2e
 MODEL = "hedgerow-sim-1"

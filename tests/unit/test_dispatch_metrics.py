@@ -5,7 +5,6 @@ and fake link sessions through the driver's ports, no sockets)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,19 +12,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from contract import dispatcher_pb2
-from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc.dispatch.actions import CANCELLED, SUCCESS, Outcome
 from dispatcher_svc.dispatch.driver import DispatchRun
 from dispatcher_svc.dispatch.metrics import DispatchMetrics
 from dispatcher_svc.dispatch.state import DispatchSettings
 from dispatcher_svc.link import (
     LinkChunk,
-    LinkComplete,
     LinkDisconnected,
     LinkError,
     LinkEvent,
 )
-from dispatcher_svc.registry_client import Reservation
+from tests.fakes.driver_ports import CONTENT, DONE, STALL, FakeLinks, FakeRegistry
 
 
 @pytest.mark.parametrize(
@@ -62,65 +59,6 @@ def test_every_outcome_is_exported_before_the_first_dispatch() -> None:
 
 
 # --- the driver labels what the machine decided ----------------------------------------
-
-CONTENT = json.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}).encode()
-DONE = LinkComplete(common_pb2.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2))
-STALL = "stall"  # the attempt sends nothing at all
-
-
-class FakeAttempt:
-    def __init__(self, attempt_id: str, script: Sequence[LinkEvent | str]) -> None:
-        self.attempt_id = attempt_id
-        self._queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
-        for event in script:
-            if event == STALL:
-                break
-            assert not isinstance(event, str)
-            self._queue.put_nowait(event)
-
-    async def next_event(self) -> LinkEvent:
-        return await self._queue.get()
-
-    async def cancel(self) -> None:
-        return None
-
-
-class FakeSession:
-    def __init__(self, script: Sequence[LinkEvent | str]) -> None:
-        self.script = script
-
-    async def start_attempt(self, attempt_id: str, body: bytes, *, completions: bool) -> Any:
-        return FakeAttempt(attempt_id, self.script)
-
-    async def cancel(self, attempt_id: str) -> None:
-        return None
-
-    def finish(self, attempt_id: str) -> None:
-        return None
-
-
-class FakeLinks:
-    def __init__(self, scripts: dict[str, Sequence[LinkEvent | str]]) -> None:
-        self.sessions = {pid: FakeSession(script) for pid, script in scripts.items()}
-
-    def get(self, provider_id: str) -> FakeSession | None:
-        return self.sessions.get(provider_id)
-
-
-class FakeRegistry:
-    """Hands out the providers in order; records every release."""
-
-    def __init__(self, providers: Sequence[str]) -> None:
-        self.queue = list(providers)
-        self.released: list[tuple[str, int]] = []
-
-    async def reserve(self, **_: Any) -> Reservation:
-        provider = self.queue.pop(0)
-        return Reservation(f"r-{provider}", provider, "1.0", 0.0)
-
-    async def release(self, reservation_id: str, status_code: int) -> bool:
-        self.released.append((reservation_id, status_code))
-        return False
 
 
 async def dispatch(

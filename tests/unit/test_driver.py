@@ -13,7 +13,7 @@ from dispatcher_svc.dispatch.driver import DispatchRun
 from dispatcher_svc.dispatch.metrics import DispatchMetrics
 from dispatcher_svc.dispatch.state import DispatchSettings
 from dispatcher_svc.link import LinkChunk, LinkDisconnected
-from tests.unit.test_dispatch_metrics import (
+from tests.fakes.driver_ports import (
     CONTENT,
     DONE,
     STALL,

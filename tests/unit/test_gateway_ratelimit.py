@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 
 from gateway.ratelimit import Limit, RateLimiter, parse_limits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import FakeClock
 
 
 def test_unlimited_by_default() -> None:
-    limiter = RateLimiter(Limit(0, 1), {}, Clock())
+    limiter = RateLimiter(Limit(0, 1), {}, FakeClock(100.0))
     assert all(limiter.acquire("k") == 0 for _ in range(1000))
 
 
 def test_burst_then_steady_rate_with_retry_after() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(Limit(2.0, 3), {}, clock)
     assert [limiter.acquire("k") for _ in range(3)] == [0, 0, 0]
     assert limiter.acquire("k") == pytest.approx(0.5)
@@ -31,7 +24,7 @@ def test_burst_then_steady_rate_with_retry_after() -> None:
 
 
 def test_keys_have_their_own_buckets_and_overrides() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(Limit(1.0, 1), parse_limits("vip=100/100, free=0.5/1"), clock)
     assert limiter.acquire("a") == 0 and limiter.acquire("a") > 0
     assert limiter.acquire("b") == 0
@@ -40,7 +33,7 @@ def test_keys_have_their_own_buckets_and_overrides() -> None:
 
 
 def test_refill_is_capped_at_burst() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(Limit(1.0, 2), {}, clock)
     clock.now += 3600
     assert [limiter.acquire("k") == 0 for _ in range(3)] == [True, True, False]

@@ -7,7 +7,7 @@ import pytest
 
 from registry_svc.errors import NoCapableProvider, ProvidersBusy, UnknownModel
 from registry_svc.model import Ask, Outcome, Traits
-from tests.unit.test_registry_support import make_registry, provider
+from tests.fakes.registry import make_registry, provider
 
 
 async def test_a7_first_reserves_count_by_verdict() -> None:

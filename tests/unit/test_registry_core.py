@@ -23,7 +23,8 @@ from registry_svc.errors import (
 from registry_svc.model import Ask, ModelLoad, Outcome, RegistrySettings, Shape, Traits
 from registry_svc.registry import Registry
 from registry_svc.reservations import Reservation
-from tests.unit.test_registry_support import FakeClock, make_registry, model, provider
+from tests.fakes.clock import FakeClock
+from tests.fakes.registry import make_registry, model, provider
 
 TOOLS = Traits(has_tools=True)
 VISION = Traits(requires_vision=True)

@@ -11,7 +11,7 @@ from registry_svc.admission import Availability, classify, passes_capability
 from registry_svc.eligibility import GateRequest, Reason, ReasonCode, eligible_now, gate, is_live
 from registry_svc.model import ModelInfo, Provider, Shape, Traits
 from registry_svc.versions import Version
-from tests.unit.test_registry_support import model, provider
+from tests.fakes.registry import model, provider
 
 NOW = 1000.0
 FLOOR = Version("0.6.3")

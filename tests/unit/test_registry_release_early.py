@@ -9,7 +9,7 @@ import pytest
 
 from registry_svc.errors import QueueTimeout
 from registry_svc.model import Ask, Outcome, RegistrySettings
-from tests.unit.test_registry_support import make_registry, model, provider
+from tests.fakes.registry import make_registry, model, provider
 
 
 async def test_b12_caller_chosen_id_names_the_reservation() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from registry_svc.model import ModelLoad, Provider, RegistrySettings
 from registry_svc.scheduler import CostModel, Ranked, pick
-from tests.unit.test_registry_support import provider
+from tests.fakes.registry import provider
 
 COST = CostModel(RegistrySettings())
 

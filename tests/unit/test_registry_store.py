@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from registry_svc.model import Shape
 from registry_svc.store import InMemoryStore, ProviderStore, ReservationRecord
-from tests.unit.test_registry_support import model, provider
+from tests.fakes.registry import model, provider
 
 
 def test_store_indexes_providers_by_model() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from registry_svc.eligibility import GateRequest, ReasonCode, gate
 from registry_svc.model import Provider, Traits
 from registry_svc.versions import Version, is_missing
-from tests.unit.test_registry_support import provider
+from tests.fakes.registry import provider
 
 
 def compare_versions(a: str, b: str) -> int:

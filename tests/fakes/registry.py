@@ -1,4 +1,4 @@
-"""Shared fakes for the registry unit tests (no tests here)."""
+"""Registry fakes: providers and models with sensible defaults, and a registry on a fake clock."""
 
 from __future__ import annotations
 
@@ -7,19 +7,7 @@ from collections.abc import Mapping
 
 from registry_svc.model import ModelInfo, Provider, RegistrySettings
 from registry_svc.registry import Registry
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes.clock import FakeClock
 
 
 def model(model_id: str = "m", **kwargs: object) -> ModelInfo:

@@ -1,0 +1,1 @@
+"""Fakes shared by the test suites: one of each, faked the same way everywhere."""
