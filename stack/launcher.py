@@ -247,11 +247,6 @@ class Stack:
             self.wait_ready(name, timeout_s)
         return self.processes[name]
 
-    def restart(self, name: str, timeout_s: float = 30.0) -> Process:
-        """SIGTERM one process, start it again the same way and wait until it is ready."""
-        self.terminate(name)
-        return self.respawn(name, timeout_s=timeout_s)
-
     def wait_ready(self, name: str, timeout_s: float = 30.0) -> None:
         """Wait until a service answers its health check, or a provider is registered."""
         grpc_ports = {

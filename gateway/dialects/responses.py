@@ -145,7 +145,7 @@ def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> Canonical
 class ResponsesStream:
     """Chat chunks -> Responses events. Call `chunks`, then one of `completed` / `error`."""
 
-    def __init__(self, public_model: str, request: dict[str, Any] | None = None) -> None:
+    def __init__(self, public_model: str) -> None:
         self._model = public_model
         self._id = f"resp_{uuid.uuid4().hex}"
         self._created = int(time.time())
@@ -154,7 +154,6 @@ class ResponsesStream:
         self._output: list[dict[str, Any]] = []
         self._text_item: dict[str, Any] | None = None
         self._tools: dict[int, dict[str, Any]] = {}  # chat tool index -> function_call item
-        self._request = request or {}
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **fields}
