@@ -7,7 +7,6 @@ import asyncio
 import statistics
 import time
 
-import grpc
 from websockets.asyncio.client import ClientConnection, connect
 
 from contract import hedgerow_common_pb2 as common_pb2
@@ -15,6 +14,7 @@ from contract import provider_link_pb2 as link_pb2
 from contract.sealing import KeyPair, SealedChannel
 from dispatcher_svc.registry_client import GrpcRegistry
 from stack.launcher import ENROLLMENT_TOKEN, Stack
+from svckit.auth import DEV_SERVICE_TOKEN, ServiceAuth, aio_channel
 
 MODEL = "hedgerow-sim-1"
 
@@ -86,7 +86,7 @@ async def measure_fleet(stack: Stack, count: int, samples: int = 300) -> tuple[f
         await asyncio.gather(*(e.wait() for e in events))
     print(f"  scale: {count} providers registered", flush=True)
     timings: list[float] = []
-    async with grpc.aio.insecure_channel(stack.registry_addr) as channel:
+    async with aio_channel(stack.registry_addr, ServiceAuth(DEV_SERVICE_TOKEN), ()) as channel:
         registry = GrpcRegistry(channel)  # the dispatcher's own client: the Slots stream
         try:
             for i in range(samples):

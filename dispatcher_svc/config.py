@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contract.link import MAX_FRAME_BYTES
-from svckit.env import ConfigError, env_float, env_int, env_list, env_str
+from svckit.auth import ServiceAuth, secrets_from_env
+from svckit.env import ConfigError, env_float, env_int, env_str
 
 DEFAULT_PORT = 50063
 DEFAULT_METRICS_PORT = 9163
@@ -40,6 +41,7 @@ class DispatcherConfig:
     max_held_preamble: int = 8
     queue_wait_s: float = 120.0
     log_level: str = "info"
+    auth: ServiceAuth = field(default_factory=ServiceAuth)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherConfig:
@@ -53,7 +55,9 @@ class DispatcherConfig:
             link_host=env_str(e, "HEDGEROW_LINK_HOST", cls.link_host),
             link_port=env_int(e, "HEDGEROW_LINK_PORT", cls.link_port),
             registry_addr=env_str(e, "HEDGEROW_REGISTRY_ADDR", cls.registry_addr),
-            enrollment_tokens=env_list(e, "HEDGEROW_ENROLLMENT_TOKENS", cls.enrollment_tokens),
+            enrollment_tokens=secrets_from_env(
+                e, "HEDGEROW_ENROLLMENT_TOKENS", (DEV_ENROLLMENT_TOKEN,)
+            ),
             max_frame_bytes=env_int(
                 e, "HEDGEROW_MAX_FRAME_BYTES", cls.max_frame_bytes, minimum=1024
             ),
@@ -84,6 +88,7 @@ class DispatcherConfig:
             ),
             queue_wait_s=env_float(e, "HEDGEROW_QUEUE_WAIT_S", cls.queue_wait_s),
             log_level=env_str(e, "HEDGEROW_LOG_LEVEL", cls.log_level),
+            auth=ServiceAuth.from_env(e),
         )
         if not config.enrollment_tokens:
             raise ConfigError("HEDGEROW_ENROLLMENT_TOKENS must name at least one token")

@@ -15,6 +15,7 @@ from dispatcher_svc.dispatch.metrics import DispatchMetrics
 from dispatcher_svc.link import LinkServer
 from dispatcher_svc.registry_client import GrpcRegistry
 from dispatcher_svc.servicer import DispatcherServicer
+from svckit.auth import aio_channel
 from svckit.grpcserver import (
     CHANNEL_OPTIONS,
     RunningServer,
@@ -45,7 +46,7 @@ class DispatcherRuntime:
 
 
 async def start(config: DispatcherConfig, registry: CollectorRegistry) -> DispatcherRuntime:
-    channel = grpc.aio.insecure_channel(config.registry_addr, options=CHANNEL_OPTIONS)
+    channel = aio_channel(config.registry_addr, config.auth, CHANNEL_OPTIONS)
     registry_client = GrpcRegistry(channel)
     links = LinkServer(config, registry_client)
     link_port = await links.start()
@@ -55,7 +56,9 @@ async def start(config: DispatcherConfig, registry: CollectorRegistry) -> Dispat
     def register(server: grpc.aio.Server) -> None:
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(servicer, server)
 
-    running = await start_grpc(register, [SERVICE_NAME], host=config.host, port=config.port)
+    running = await start_grpc(
+        register, [SERVICE_NAME], host=config.host, port=config.port, auth=config.auth
+    )
     return DispatcherRuntime(running, links, link_port, channel, registry_client, dispatcher)
 
 

@@ -8,10 +8,11 @@ if __name__ == "__main__":
 
     from gateway.app import create_app
     from gateway.config import GatewayConfig
+    from svckit.env import load_or_exit
     from svckit.logs import configure_logging
     from svckit.parent import exit_with_parent
 
-    config = GatewayConfig.from_env()
+    config = load_or_exit(GatewayConfig.from_env, "gateway")
     configure_logging("gateway", config.log_level)
     exit_with_parent()
     uvicorn.run(

@@ -9,6 +9,7 @@ import grpc
 from contract import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
 from gateway.config import GatewayConfig
 from gateway.mux import DispatchMux
+from svckit.auth import aio_channel
 from svckit.grpcserver import CHANNEL_OPTIONS
 
 
@@ -21,10 +22,10 @@ class Backends:
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Backends:
-        options = CHANNEL_OPTIONS
-        n = grpc.aio.insecure_channel(config.normalizer_addr, options=options)
-        r = grpc.aio.insecure_channel(config.registry_addr, options=options)
-        d = grpc.aio.insecure_channel(config.dispatcher_addr, options=options)
+        auth, options = config.auth, CHANNEL_OPTIONS
+        n = aio_channel(config.normalizer_addr, auth, options)
+        r = aio_channel(config.registry_addr, auth, options)
+        d = aio_channel(config.dispatcher_addr, auth, options)
         return cls(
             normalizer=normalizer_pb2_grpc.NormalizerStub(n),
             registry=registry_pb2_grpc.RegistryStub(r),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.ratelimit import parse_limits
-from svckit.env import ConfigError, env_float, env_int, env_list, env_str
+from svckit.auth import ServiceAuth, secrets_from_env
+from svckit.env import ConfigError, env_float, env_int, env_str
 
 DEFAULT_PORT = 8080
 DEV_API_KEY = "hedgerow-dev-key"
@@ -29,6 +30,7 @@ class GatewayConfig:
     rate_limit_burst: float = 20.0
     key_rate_limits: str = ""  # per-key overrides: "key=RATE/BURST,..."
     log_level: str = "info"
+    auth: ServiceAuth = field(default_factory=ServiceAuth)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -36,7 +38,7 @@ class GatewayConfig:
         config = cls(
             host=env_str(e, "HEDGEROW_GATEWAY_HOST", cls.host),
             port=env_int(e, "HEDGEROW_GATEWAY_PORT", cls.port),
-            api_keys=env_list(e, "HEDGEROW_API_KEYS", cls.api_keys),
+            api_keys=secrets_from_env(e, "HEDGEROW_API_KEYS", (DEV_API_KEY,)),
             normalizer_addr=env_str(e, "HEDGEROW_NORMALIZER_ADDR", cls.normalizer_addr),
             registry_addr=env_str(e, "HEDGEROW_REGISTRY_ADDR", cls.registry_addr),
             dispatcher_addr=env_str(e, "HEDGEROW_DISPATCHER_ADDR", cls.dispatcher_addr),
@@ -56,6 +58,7 @@ class GatewayConfig:
             ),
             key_rate_limits=env_str(e, "HEDGEROW_KEY_RATE_LIMITS", cls.key_rate_limits),
             log_level=env_str(e, "HEDGEROW_LOG_LEVEL", cls.log_level),
+            auth=ServiceAuth.from_env(e),
         )
         try:
             parse_limits(config.key_rate_limits)

@@ -22,7 +22,9 @@ async def start(config: NormalizerConfig, registry: CollectorRegistry) -> Runnin
     def register(server: grpc.aio.Server) -> None:
         normalizer_pb2_grpc.add_NormalizerServicer_to_server(servicer, server)
 
-    return await start_grpc(register, [SERVICE_NAME], host=config.host, port=config.port)
+    return await start_grpc(
+        register, [SERVICE_NAME], host=config.host, port=config.port, auth=config.auth
+    )
 
 
 async def main(config: NormalizerConfig) -> None:

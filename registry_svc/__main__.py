@@ -7,6 +7,7 @@ from svckit.grpcenv import tune_grpc
 if __name__ == "__main__":
     tune_grpc()  # before anything below imports grpc
     from registry_svc.config import RegistryConfig
+    from svckit.env import load_or_exit
     from svckit.logs import configure_logging
     from svckit.loop import run
     from svckit.parent import exit_with_parent
@@ -17,7 +18,7 @@ if __name__ == "__main__":
         sys.exit(cli_main(sys.argv[2:]))
     from registry_svc.server import main
 
-    config = RegistryConfig.from_env()
+    config = load_or_exit(RegistryConfig.from_env, "registry_svc")
     configure_logging("registry", config.log_level)
     exit_with_parent()
     run(main(config))

@@ -10,6 +10,7 @@ import grpc
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import registry_pb2, registry_pb2_grpc
 from registry_svc.config import RegistryConfig
+from svckit.auth import sync_channel
 
 
 def explain_table(reply: registry_pb2.ExplainReply) -> str:
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     config = RegistryConfig.from_env()
     target = ns.registry or f"{config.host}:{config.port}"
-    with grpc.insecure_channel(target) as channel:
+    with sync_channel(target, config.auth) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         try:
             reply = stub.Explain(

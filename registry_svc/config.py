@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from registry_svc.model import RegistrySettings
+from svckit.auth import ServiceAuth
 from svckit.env import env_float, env_int, env_str
 
 DEFAULT_PORT = 50062
@@ -20,6 +21,7 @@ class RegistryConfig:
     metrics_port: int = DEFAULT_METRICS_PORT
     settings: RegistrySettings = field(default_factory=RegistrySettings)
     log_level: str = "info"
+    auth: ServiceAuth = field(default_factory=ServiceAuth)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistryConfig:
@@ -47,4 +49,5 @@ class RegistryConfig:
             metrics_port=env_int(e, "HEDGEROW_REGISTRY_METRICS_PORT", cls.metrics_port, minimum=-1),
             settings=settings,
             log_level=env_str(e, "HEDGEROW_LOG_LEVEL", cls.log_level),
+            auth=ServiceAuth.from_env(e),
         )

@@ -69,7 +69,9 @@ async def start(config: RegistryConfig, core: Registry) -> RunningServer:
     def register(server: grpc.aio.Server) -> None:
         registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
 
-    return await start_grpc(register, [SERVICE_NAME], host=config.host, port=config.port)
+    return await start_grpc(
+        register, [SERVICE_NAME], host=config.host, port=config.port, auth=config.auth
+    )
 
 
 async def main(config: RegistryConfig) -> None:

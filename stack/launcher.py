@@ -18,12 +18,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from contract import registry_pb2, registry_pb2_grpc
+from svckit.auth import DEV_SERVICE_TOKEN, TOKEN_VAR, ServiceAuth, sync_channel
 from svckit.parent import ENV as PARENT_ENV
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -145,6 +147,8 @@ class Stack:
                 "HEDGEROW_API_KEYS": API_KEY,
                 "HEDGEROW_ENROLLMENT_TOKENS": ENROLLMENT_TOKEN,
                 "HEDGEROW_ENROLLMENT_TOKEN": ENROLLMENT_TOKEN,
+                # The dev stack: public default secrets are allowed (docs/threat-model.md).
+                "HEDGEROW_DEV": "1",
             }
         )
         base.update(self.extra_env)
@@ -301,8 +305,13 @@ class Stack:
                 raise StackError(f"{name} not healthy after {timeout_s}s")
             time.sleep(0.05)
 
+    def registry_channel(self) -> Any:
+        """A blocking channel to the registry that carries the stack's service token."""
+        token = self.extra_env.get(TOKEN_VAR) or DEV_SERVICE_TOKEN
+        return sync_channel(self.registry_addr, ServiceAuth(token=token))
+
     def registry_stats(self) -> registry_pb2.StatsReply:
-        with grpc.insecure_channel(self.registry_addr) as channel:
+        with self.registry_channel() as channel:
             reply: registry_pb2.StatsReply = registry_pb2_grpc.RegistryStub(channel).Stats(
                 registry_pb2.StatsRequest(), timeout=2.0
             )
@@ -328,7 +337,7 @@ class Stack:
             time.sleep(0.05)
 
     def models(self) -> list[str]:
-        with grpc.insecure_channel(self.registry_addr) as channel:
+        with self.registry_channel() as channel:
             reply = registry_pb2_grpc.RegistryStub(channel).ListModels(
                 registry_pb2.ListModelsRequest(), timeout=2.0
             )

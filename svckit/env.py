@@ -6,7 +6,11 @@ fails the start with a message naming the variable (never a silent default).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -66,3 +70,13 @@ def env_list(env: Mapping[str, str], name: str, default: tuple[str, ...] = ()) -
     if value is None:
         return default
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def load_or_exit(load: Callable[[], T], service: str) -> T:
+    """`load()` a service's config; a bad or missing setting ends the process with one clear
+    line on stderr and exit status 2, not a traceback."""
+    try:
+        return load()
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,4 +1,5 @@
-"""The lifecycle every gRPC service shares: bind, health + reflection, metrics, graceful stop."""
+"""The lifecycle every gRPC service shares: bind, auth, health (+ reflection in dev), metrics,
+graceful stop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+
+from svckit.auth import ServiceAuth
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +38,23 @@ async def start_grpc(
     *,
     host: str,
     port: int,
+    auth: ServiceAuth,
 ) -> RunningServer:
-    """Create a grpc.aio server; `register` adds servicers; health + reflection are added."""
+    """Create a grpc.aio server; `register` adds servicers; health is added, and reflection
+    when `auth` allows it. Every call but health's must carry `auth`'s service token."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
-        ]
+        ],
+        interceptors=auth.interceptors(),
     )
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    if auth.reflection:
+        names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}")

@@ -1,4 +1,4 @@
-"""Each gRPC service, started in-process on port 0, answers its health check and reflection."""
+"""Each gRPC service, started in-process on port 0, answers its health check."""
 
 from __future__ import annotations
 

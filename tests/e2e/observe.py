@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import httpx
 
 from contract import hedgerow_common_pb2, registry_pb2, registry_pb2_grpc
@@ -145,7 +144,7 @@ def explain(
 ) -> dict[str, list[str]]:
     """Provider id -> the codes of the registry's reasons it cannot take such a request now
     (C7; the servicer appends details in parentheses, dropped here)."""
-    with grpc.insecure_channel(stack.registry_addr) as channel:
+    with stack.registry_channel() as channel:
         reply = registry_pb2_grpc.RegistryStub(channel).Explain(
             registry_pb2.ExplainRequest(
                 model=model,

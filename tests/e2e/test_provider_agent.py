@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import openai
 import pytest
@@ -84,7 +83,7 @@ def chat(
 
 
 def explain(stack: Stack, *, tools: bool = False) -> dict[str, registry_pb2.ProviderVerdict]:
-    with grpc.insecure_channel(stack.registry_addr) as channel:
+    with stack.registry_channel() as channel:
         reply = registry_pb2_grpc.RegistryStub(channel).Explain(
             registry_pb2.ExplainRequest(model=MODEL, traits=common_pb2.Traits(has_tools=tools)),
             timeout=5,

@@ -58,7 +58,7 @@ def test_ports_and_health_checks_match_the_configured_ports() -> None:
         env = svc["environment"]
         ports = [str(v) for k, v in env.items() if k.endswith("_PORT") and "METRICS" not in k]
         for mapping in svc.get("ports", []):
-            host, container = mapping.split(":")
+            _addr, _host, container = mapping.rsplit(":", 2)
             assert container in ports, f"{name}: published {container} is no configured port"
         check = svc.get("healthcheck", {}).get("test")
         if check:
@@ -73,9 +73,9 @@ def test_ports_and_health_checks_match_the_configured_ports() -> None:
     ]:
         host, port = env[key].split(":")
         assert host == svc_name and port == services[svc_name]["environment"][port_key]
-    assert env["HEDGEROW_DISPATCHER_URL"] == (
-        f"ws://dispatcher:{services['dispatcher']['environment']['HEDGEROW_LINK_PORT']}"
-    )
+    link = f"ws://dispatcher:{services['dispatcher']['environment']['HEDGEROW_LINK_PORT']}"
+    for name in ("provider-a", "provider-b"):
+        assert services[name]["environment"]["HEDGEROW_DISPATCHER_URL"] == link
 
 
 def test_defaults_in_code_match_compose_ports() -> None:
@@ -111,3 +111,48 @@ def test_provider_model_dir_exists_in_the_image() -> None:
         assert (ROOT / model_dir.removeprefix("/app/")).is_dir()
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "WORKDIR /app" in dockerfile and "COPY stack stack" in dockerfile
+
+
+SECRETS = ("HEDGEROW_API_KEYS", "HEDGEROW_ENROLLMENT_TOKENS", "HEDGEROW_SERVICE_TOKEN")
+
+
+def test_f6_no_secret_is_written_in_compose_and_dev_mode_is_never_on() -> None:
+    for name, svc in hedgerow_services().items():
+        env = svc["environment"]
+        assert "HEDGEROW_DEV" not in env, name
+        for key in (*SECRETS, "HEDGEROW_ENROLLMENT_TOKEN"):
+            if key in env:
+                assert env[key] == f"${{{key}:?set {key}}}", f"{name}: {key} must come from env"
+
+
+def test_f6_each_service_gets_only_the_secrets_it_uses() -> None:
+    services = hedgerow_services()
+    needs = {
+        "gateway": {"HEDGEROW_API_KEYS", "HEDGEROW_SERVICE_TOKEN"},
+        "dispatcher": {"HEDGEROW_ENROLLMENT_TOKENS", "HEDGEROW_SERVICE_TOKEN"},
+        "registry": {"HEDGEROW_SERVICE_TOKEN"},
+        "normalizer": {"HEDGEROW_SERVICE_TOKEN"},
+        "provider-a": set(),
+        "provider-b": set(),
+    }
+    for name, secrets in needs.items():
+        assert set(SECRETS) & set(services[name]["environment"]) == secrets, name
+
+
+def test_f7_published_ports_bind_loopback_unless_told_otherwise() -> None:
+    for name, svc in hedgerow_services().items():
+        for mapping in svc.get("ports", []):
+            assert mapping.startswith("${HEDGEROW_PUBLISH_ADDR:-127.0.0.1}:"), name
+
+
+def test_f7_providers_have_no_network_path_to_the_internal_grpc_services() -> None:
+    services = hedgerow_services()
+    for name in ("provider-a", "provider-b"):
+        assert services[name]["networks"] == ["providers"], name
+    for name in ("gateway", "normalizer", "registry"):
+        assert "providers" not in services[name].get("networks", ["internal"]), name
+    # The dispatcher is on both: its gRPC listens only on its internal-network address.
+    dispatcher = services["dispatcher"]
+    address = dispatcher["networks"]["internal"]["ipv4_address"]
+    assert dispatcher["environment"]["HEDGEROW_DISPATCHER_HOST"] == address
+    assert set(dispatcher["networks"]) == {"internal", "providers"}
