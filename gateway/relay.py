@@ -37,9 +37,7 @@ class Relay:
                 try:
                     batch = await events.batch()
                 except ApiError as err:
-                    # The dispatcher is gone: before commit that is a 503, here the
-                    # provider's answer was lost mid-way (A8: an in-band 502).
-                    err = ApiError(err.code, err.message, status=502, param=err.param)
+                    # The dispatcher is gone mid-answer: told in band as what it is.
                     yield renderer.error(self._failed(dialect, err))
                     return
                 out, ended = self._render(batch, renderer, dialect)
@@ -78,8 +76,9 @@ class Relay:
     ) -> dict[str, Any]:
         """The whole answer as the dialect's one JSON body. Nothing was written yet, so an
         error after commit raises ApiError and becomes the response's own status: the
-        provider's (at least 502), 502 for an unreadable chunk, 503 if the dispatcher went
-        away. The caller cancels the dispatch."""
+        provider's 5xx as it is (a 4xx becomes 502 `provider_error`), 502 for an unreadable
+        chunk, 503 `service_unavailable` if the dispatcher went away. The caller cancels
+        the dispatch."""
         assembler = dialect.assembler(req)
         try:
             while True:
@@ -94,12 +93,12 @@ class Relay:
                 elif kind == "completed":
                     return assembler.result(event.completed.usage)
                 elif kind == "stream_error":
+                    # Nothing was written yet, so the error is the response's own status;
+                    # after commit the provider failed us, even if it called it a 4xx.
                     failure = Failure.from_proto(event.stream_error)
-                    raise ApiError(
-                        failure.code,
-                        failure.message or "provider failed mid-response",
-                        status=failure.status if failure.status >= 500 else 502,
-                    )
+                    if failure.status < 500:
+                        failure = Failure(ErrorCode.PROVIDER_ERROR, failure.message)
+                    raise ApiError.of(failure)
         except ApiError as err:
             self._failed(dialect, err)
             raise

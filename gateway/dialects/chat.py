@@ -6,20 +6,26 @@ import json
 import time
 from typing import Any
 
-import orjson
-
 from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
     allowlist,
     check_n,
+    check_numbers,
     estimate_prompt_tokens,
     has_tools,
     media_counts,
     positive_int,
     require_model,
 )
-from gateway.dialects.deltas import ToolArgs, ToolStart, chat_deltas, first_choice, parse_chunk
+from gateway.dialects.deltas import (
+    ToolArgs,
+    ToolStart,
+    chat_deltas,
+    encode_chunk,
+    first_choice,
+    parse_chunk,
+)
 from gateway.errors import ApiError, bad_request, openai_error_body
 
 DONE = b"data: [DONE]\n\n"
@@ -29,6 +35,7 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:
     """Validate a chat request; the canonical body is the client's own bytes (no re-encoding)."""
     model = require_model(doc)
+    check_numbers(doc, "chat")
     messages = doc.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", "messages")
@@ -90,7 +97,7 @@ class ChatStream:
         if self._head is None:
             self._head = {k: doc.get(k) for k in ("id", "created")}
         doc["model"] = self._model
-        return orjson.dumps(doc)
+        return encode_chunk(doc)
 
     def chunks(self, chunks: list[bytes]) -> bytes:
         return b"".join(b"data: " + self._public(c) + b"\n\n" for c in chunks)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +41,38 @@ class BadChunk(ValueError):
     """A provider chunk that is not a JSON object (providers are untrusted)."""
 
 
+# orjson reads integers past 64 bits as floats: a number with this many digits is read by
+# the standard library instead, so it survives exactly.
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+
+
 def parse_chunk(chunk: bytes) -> dict[str, Any]:
+    """One provider chunk as a JSON object. orjson on the hot path; the standard library
+    where orjson is stricter than what the dispatcher's classifier (`contract.chunks`)
+    already accepted as content (NaN, lone surrogates) or would round a number."""
     try:
-        doc = orjson.loads(chunk)
-    except orjson.JSONDecodeError as exc:
+        if _LONG_NUMBER.search(chunk) is None:
+            try:
+                doc = orjson.loads(chunk)
+            except orjson.JSONDecodeError:
+                doc = json.loads(chunk)
+        else:
+            doc = json.loads(chunk)
+    except (ValueError, RecursionError) as exc:
         raise BadChunk("provider sent a chunk that is not JSON") from exc
     if not isinstance(doc, dict):
         raise BadChunk("provider sent a chunk that is not a JSON object")
     return doc
+
+
+def encode_chunk(doc: dict[str, Any]) -> bytes:
+    """`doc` as one line of JSON (no raw line break can reach the SSE framing): orjson, or
+    the standard library for what orjson cannot write (a lone surrogate, an integer past
+    64 bits, NaN as the provider sent it)."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def first_choice(doc: dict[str, Any]) -> dict[str, Any] | None:

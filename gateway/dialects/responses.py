@@ -12,6 +12,7 @@ from typing import Any
 from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
+    check_numbers,
     lowered_chat,
     positive_int,
     require_model,
@@ -120,6 +121,7 @@ def lower_tools(doc: dict[str, Any], out: dict[str, Any]) -> None:
 
 def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:
     model = require_model(doc)
+    check_numbers(doc, "responses")
     messages = lower_input(doc)
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
     lower_tools(doc, body)
@@ -321,9 +323,17 @@ class ResponsesStream:
         out = self._start()
         error = openai_error_body(err)["error"]
         failed = self.response("failed")
-        failed["error"] = {"code": error["code"], "message": err.message}
+        # `response.error.code` is an enum of OpenAI's; our own code rides on the error event.
+        failed["error"] = {"code": _response_error_code(err.status), "message": err.message}
         return (
             out
             + self._event("error", code=error["code"], message=err.message, param=None, error=error)
             + self._event("response.failed", response=failed)
         )
+
+
+def _response_error_code(status: int) -> str:
+    """The nearest value of the Responses API's `ResponseError.code` enum."""
+    if status == 429:
+        return "rate_limit_exceeded"
+    return "invalid_prompt" if 400 <= status < 500 else "server_error"

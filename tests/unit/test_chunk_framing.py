@@ -53,3 +53,26 @@ def test_a9_every_chunk_is_one_event_with_the_public_model(make, forged: bytes) 
 def test_a9_a_chunk_carrying_framing_of_its_own_is_refused(make, forged: bytes) -> None:
     with pytest.raises(BadChunk):
         make().chunks([forged])
+
+
+@pytest.mark.parametrize("make", STREAMS, ids=["chat", "completions"])
+@pytest.mark.parametrize(
+    ("chunk", "field", "expected"),
+    [
+        # what the dispatcher's classifier (the standard library) accepts as content: a
+        # stricter reader in the gateway would turn a committed stream into an error
+        (b'{"choices":[{"delta":{"content":"x"},"logprob":-Infinity}]}', None, None),
+        (b'{"choices":[{"delta":{"content":"\\ud83d"}}]}', None, None),
+        # an integer past 64 bits survives exactly
+        (b'{"seed":1180591620717411303424,"choices":[]}', "seed", 1180591620717411303424),
+    ],
+)
+def test_a9_chunks_the_classifier_accepts_are_relayed_exactly(
+    make, chunk: bytes, field: str | None, expected: object
+) -> None:
+    events = _events(make().chunks([chunk]))
+    assert len(events) == 1 and b"\n" not in events[0]
+    doc = json.loads(events[0][6:])
+    assert doc["model"] == PUBLIC
+    if field is not None:
+        assert doc[field] == expected
