@@ -1,9 +1,13 @@
-"""Provider link: WebSocket sessions speaking protobuf frames (rules E1, F1-F3).
+"""Provider link: WebSocket sessions speaking protobuf frames (rules E1, F1-F8).
 
-A provider dials in, sends `Register` with its enrollment token and X25519 key, proves it
-holds the secret key (`Challenge` -> `ChallengeResponse`), and only then becomes routable.
-Each dispatch attempt gets its own queue of link events; the session's reader routes
-frames there. Malformed frames close that one session, never the dispatcher.
+A provider dials in and passes the door (`handshake`: register, validation, identity,
+token caps, key-possession challenge); `LinkServer` then commits it to the session table,
+raises its frame limit from the pre-auth one, and reads its frames: attempt frames go to
+their attempt (`session`), heartbeats and model updates to the registry once validated
+(`provider_input`). Malformed frames close that one session, never the dispatcher.
+
+The session types are re-exported here: the rest of the dispatcher imports them from
+`dispatcher_svc.link`.
 """
 
 from __future__ import annotations
@@ -12,229 +16,78 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Callable, Coroutine, Iterator
 
-from google.protobuf.message import DecodeError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
-from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL
-from contract.sealing import KeyPair, SealedChannel, SealError
+from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_TRY_AGAIN, close_reason
+from contract.sealing import KeyPair
 from dispatcher_svc.config import DispatcherConfig
+from dispatcher_svc.handshake import Door, FrameError, HandshakeGate, address_key, recv_frame
+from dispatcher_svc.identity import IdentityBook, LiveLink, token_refusal
+from dispatcher_svc.provider_input import (
+    BAD_GATEWAY,
+    InputRefused,
+    check_models,
+    chunk_refusal,
+    clamp_loads,
+)
+from dispatcher_svc.session import (
+    Attempt,
+    LinkAccepted,
+    LinkChunk,
+    LinkClosedError,
+    LinkComplete,
+    LinkDisconnected,
+    LinkError,
+    LinkEvent,
+    ProviderSession,
+    RegistryPort,
+)
+
+__all__ = [
+    "Attempt",
+    "LinkAccepted",
+    "LinkChunk",
+    "LinkClosedError",
+    "LinkComplete",
+    "LinkDisconnected",
+    "LinkError",
+    "LinkEvent",
+    "LinkServer",
+    "ProviderSession",
+    "RegistryPort",
+]
 
 log = logging.getLogger(__name__)
 
 
-# --- what an attempt sees -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinkAccepted:
-    """The provider is loading the model cold (B6)."""
-
-
-@dataclass(frozen=True)
-class LinkChunk:
-    payload: bytes  # opened plaintext: one OpenAI chunk JSON object
-
-
-@dataclass(frozen=True)
-class LinkComplete:
-    usage: common_pb2.Usage
-
-
-@dataclass(frozen=True)
-class LinkError:
-    status: int
-    message: str
-
-
-@dataclass(frozen=True)
-class LinkDisconnected:
-    """The session closed while the attempt was live (= 502)."""
-
-
-LinkEvent = LinkAccepted | LinkChunk | LinkComplete | LinkError | LinkDisconnected
-
-
-class RegistryPort(Protocol):
-    """What the link layer tells the registry (implemented over gRPC in production)."""
-
-    async def upsert(self, session: ProviderSession) -> None: ...
-    async def remove(self, provider_id: str) -> None: ...
-    async def report_load(
-        self, provider_id: str, loads: list[link_pb2.ModelLoad], trusted: bool
-    ) -> None: ...
-
-
-class LinkClosedError(ConnectionError):
-    """The provider session is gone."""
-
-
-class Attempt:
-    """One request sent to one provider. Iterate `events()` until a terminal event."""
-
-    def __init__(self, session: ProviderSession, attempt_id: str, channel: SealedChannel) -> None:
-        self.session = session
-        self.attempt_id = attempt_id
-        self._channel = channel
-        self._queue: asyncio.Queue[LinkEvent] = asyncio.Queue()
-
-    def _push_frame(self, frame: link_pb2.Frame) -> None:
-        kind = frame.WhichOneof("kind")
-        if kind == "chunk":
-            try:
-                payloads = [self._channel.open(sealed) for sealed in frame.chunk.sealed]
-            except SealError:
-                self.session.violation(f"chunk for {self.attempt_id} not sealed for this session")
-                return
-            for payload in payloads:
-                self._queue.put_nowait(LinkChunk(payload))
-        elif kind == "complete":
-            self._queue.put_nowait(LinkComplete(frame.complete.usage))
-        elif kind == "error":
-            self._queue.put_nowait(LinkError(frame.error.status_code or 500, frame.error.message))
-        elif kind == "accepted":
-            self._queue.put_nowait(LinkAccepted())
-
-    def _push(self, event: LinkEvent) -> None:
-        self._queue.put_nowait(event)
-
-    async def next_event(self) -> LinkEvent:
-        return await self._queue.get()
-
-    def ready_events(self) -> list[LinkEvent]:
-        """Every event already queued, without waiting. No production caller (the driver
-        reads `next_event`); kept as the F3 tests' probe that late frames queue nothing."""
-        out: list[LinkEvent] = []
-        while not self._queue.empty():
-            out.append(self._queue.get_nowait())
-        return out
-
-    async def events(self) -> AsyncIterator[LinkEvent]:
-        while True:
-            event = await self._queue.get()
-            yield event
-            if not isinstance(event, LinkAccepted | LinkChunk):
-                return
-
-    async def cancel(self) -> None:
-        """Tell the provider to stop; safe to call on a closed session or twice."""
-        await self.session.cancel(self.attempt_id)
-
-
-class ProviderSession:
-    """One connected, registered provider."""
+class LinkServer:
+    """Accepts provider WebSockets and keeps the table of live sessions. `clock` (seconds,
+    monotonic) times identity bindings and report budgets."""
 
     def __init__(
         self,
-        ws: ServerConnection,
-        register: link_pb2.Register,
-        on_violation: Callable[[ProviderSession, str], None],
-        send_timeout_s: float = 30.0,
+        config: DispatcherConfig,
+        registry: RegistryPort,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ws = ws
-        self.send_timeout_s = send_timeout_s
-        self.provider_id = register.provider_id
-        self.version = register.version
-        self.public_key = bytes(register.public_key)
-        self.models = list(register.models)
-        self.hardware = register.hardware
-        self.decode_tps = register.decode_tps
-        self.prefill_tps = register.prefill_tps
-        self.trusted = False
-        self.closed = False
-        self._attempts: dict[str, Attempt] = {}
-        self._on_violation = on_violation
-        self._pending_challenge: tuple[bytes, asyncio.Future[bytes]] | None = None
-        # Set once the session is found untrusted: the task reporting it and closing 1008.
-        self.closing: asyncio.Task[None] | None = None
-
-    async def send(self, frame: link_pb2.Frame) -> None:
-        """Write one frame. A provider that stops reading (its socket buffer stays full past
-        `send_timeout_s`) is closed rather than allowed to block the dispatcher."""
-        if self.closed:
-            raise LinkClosedError(self.provider_id)
-        try:
-            async with asyncio.timeout(self.send_timeout_s):
-                await self.ws.send(frame.SerializeToString())
-        except ConnectionClosed as exc:
-            raise LinkClosedError(self.provider_id) from exc
-        except TimeoutError as exc:
-            self.mark_closed()
-            self.ws.transport.abort()
-            raise LinkClosedError(self.provider_id) from exc
-
-    async def start_attempt(self, attempt_id: str, body: bytes, *, completions: bool) -> Attempt:
-        """Seal `body` to the provider under a fresh ephemeral key and send it."""
-        ephemeral = KeyPair.generate()
-        channel = SealedChannel(ephemeral, self.public_key)
-        attempt = Attempt(self, attempt_id, channel)
-        self._attempts[attempt_id] = attempt
-        frame = link_pb2.Frame(
-            request=link_pb2.Request(
-                request_id=attempt_id,
-                session_public_key=ephemeral.public_bytes,
-                sealed_body=channel.seal(body),
-                completions=completions,
-            )
-        )
-        try:
-            await self.send(frame)
-        except LinkClosedError:
-            attempt._push(LinkDisconnected())
-        return attempt
-
-    async def cancel(self, attempt_id: str) -> None:
-        if self._attempts.pop(attempt_id, None) is None or self.closed:
-            return
-        with contextlib.suppress(LinkClosedError):
-            await self.send(link_pb2.Frame(cancel=link_pb2.Cancel(request_id=attempt_id)))
-
-    def finish(self, attempt_id: str) -> None:
-        """Forget a finished attempt (no Cancel frame)."""
-        self._attempts.pop(attempt_id, None)
-
-    def route(self, frame: link_pb2.Frame) -> None:
-        kind = frame.WhichOneof("kind")
-        request_id = getattr(frame, kind).request_id if kind else ""
-        attempt = self._attempts.get(request_id)
-        if attempt is None:
-            return  # late frame for a cancelled or finished attempt
-        attempt._push_frame(frame)
-        if kind in ("complete", "error"):
-            self._attempts.pop(request_id, None)
-
-    def violation(self, reason: str) -> None:
-        self._on_violation(self, reason)
-
-    def mark_closed(self) -> None:
-        self.closed = True
-        for attempt in self._attempts.values():
-            attempt._push(LinkDisconnected())
-        self._attempts.clear()
-        if self._pending_challenge is not None and not self._pending_challenge[1].done():
-            self._pending_challenge[1].cancel()
-
-    @property
-    def live_attempts(self) -> int:
-        """Attempts still routed to this session. No production caller; kept as the F3
-        tests' probe that a replaced session holds none."""
-        return len(self._attempts)
-
-
-class LinkServer:
-    """Accepts provider WebSockets and keeps the table of live sessions."""
-
-    def __init__(self, config: DispatcherConfig, registry: RegistryPort) -> None:
         self._config = config
+        self._limits = config.limits
         self._registry = registry
+        self._clock = clock
         self._keys = KeyPair.generate()
         self.sessions: dict[str, ProviderSession] = {}
+        self._book = IdentityBook(self._limits.id_binding_ttl_s, self._limits.max_ids_per_token)
+        self._gate = HandshakeGate(
+            self._limits.max_pending_handshakes, self._limits.max_pending_handshakes_per_addr
+        )
+        self._door = Door(
+            config, self._keys, self._book, self._live_links, clock, self._on_violation
+        )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -243,7 +96,9 @@ class LinkServer:
             self._handle,
             self._config.link_host,
             self._config.link_port,
-            max_size=self._config.max_frame_bytes,
+            # F7: until a provider has proved its key, a frame is at most a Register's size;
+            # `_commit` raises it to `max_frame_bytes`.
+            max_size=self._limits.max_register_bytes,
             ping_interval=None,  # liveness is our own heartbeat
             compression=None,  # payloads are sealed: deflate only burns CPU
         )
@@ -260,12 +115,21 @@ class LinkServer:
         session = self.sessions.get(provider_id)
         return session if session is not None and not session.closed else None
 
+    @property
+    def pending_handshakes(self) -> int:
+        return self._gate.pending
+
+    def _live_links(self) -> Iterator[LiveLink]:
+        for session in self.sessions.values():
+            if not session.closed:
+                yield LiveLink(session.token, session.provider_id, len(session.models))
+
     # --- one connection -----------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         session: ProviderSession | None = None
         try:
-            session = await self._handshake(ws)
+            session = await self._enter(ws)
             if session is None:
                 return
             await self._serve(session)
@@ -281,122 +145,94 @@ class LinkServer:
                 finally:
                     await self._drop(session)
 
-    async def _recv_frame(self, ws: ServerConnection, wait_s: float) -> link_pb2.Frame | None:
-        """Next frame, or None after closing the socket on a malformed one."""
-        async with asyncio.timeout(wait_s):
-            data = await ws.recv()
-        if isinstance(data, str):
-            await ws.close(CLOSE_PROTOCOL, "text frames are not part of the protocol")
+    async def _enter(self, ws: ServerConnection) -> ProviderSession | None:
+        """Through the door and into the table, or None once the connection is refused."""
+        addr = address_key(ws.remote_address)
+        if not self._gate.enter(addr):
+            log.warning("handshake refused: too many in progress", extra={"addr": addr})
+            await ws.close(CLOSE_TRY_AGAIN, "too many registrations in progress")
             return None
-        frame = link_pb2.Frame()
         try:
-            frame.ParseFromString(data)
-        except DecodeError:
-            await ws.close(CLOSE_PROTOCOL, "malformed frame")
-            return None
-        if frame.WhichOneof("kind") is None:
-            await ws.close(CLOSE_PROTOCOL, "empty frame")
-            return None
-        return frame
-
-    async def _handshake(self, ws: ServerConnection) -> ProviderSession | None:
-        timeout = self._config.challenge_timeout_s
-        try:
-            first = await self._recv_frame(ws, timeout)
-        except TimeoutError:
-            await ws.close(CLOSE_POLICY, "no register frame")
-            return None
-        if first is None:
-            return None
-        if first.WhichOneof("kind") != "register":
-            await ws.close(CLOSE_PROTOCOL, "first frame must be register")
-            return None
-        reg = first.register
-        if reg.enrollment_token not in self._config.enrollment_tokens:
-            log.warning(
-                "rejected provider: bad enrollment token", extra={"provider": reg.provider_id}
-            )
-            await ws.close(CLOSE_POLICY, "invalid enrollment token")
-            return None
-        if not reg.provider_id or len(reg.public_key) != 32:
-            await ws.close(CLOSE_PROTOCOL, "register needs provider_id and a 32-byte public key")
-            return None
-        session = ProviderSession(
-            ws, reg, self._on_violation, send_timeout_s=self._config.challenge_timeout_s
-        )
-        nonce = secrets.token_bytes(32)
-        await session.send(
-            link_pb2.Frame(
-                challenge=link_pb2.Challenge(
-                    nonce=nonce, dispatcher_public_key=self._keys.public_bytes
-                )
-            )
-        )
-        try:
-            answer = await self._recv_frame(ws, timeout)
-        except TimeoutError:
-            await ws.close(CLOSE_POLICY, "challenge not answered")
-            return None
-        if answer is None:
-            return None
-        if answer.WhichOneof("kind") != "challenge_response" or not self._verify(
-            session, nonce, answer.challenge_response.sealed_nonce
-        ):
-            log.warning("rejected provider: failed challenge", extra={"provider": reg.provider_id})
-            await ws.close(CLOSE_POLICY, "challenge failed")
-            return None
-        session.trusted = True
-        # The new session takes the id first, so the old one's end removes nothing from the
-        # registry; the old socket is closed in the background, since a dead peer (the usual
-        # reason to re-register) would hold its close handshake for the full close timeout.
-        previous = self.sessions.get(session.provider_id)
-        self.sessions[session.provider_id] = session
-        if previous is not None:
-            previous.mark_closed()
-            self._background(self._close_replaced(previous))
-        try:
-            await self._registry.upsert(session)
-            await session.send(
-                link_pb2.Frame(
-                    registered=link_pb2.Registered(
-                        provider_id=session.provider_id,
-                        heartbeat_interval_s=self._config.heartbeat_interval_s,
+            admitted = await self._door.admit(ws)
+            if isinstance(admitted, ProviderSession):
+                # No await between the recheck and the commit (see `_commit`).
+                refused = self._door.recheck(admitted)
+                admitted = self._commit(admitted) if refused is None else refused
+            if not isinstance(admitted, ProviderSession):
+                await ws.close(admitted.code, close_reason(admitted.reason))
+                return None
+            session = admitted
+            try:
+                await self._registry.upsert(session)
+                await session.send(
+                    link_pb2.Frame(
+                        registered=link_pb2.Registered(
+                            provider_id=session.provider_id,
+                            heartbeat_interval_s=self._config.heartbeat_interval_s,
+                        )
                     )
                 )
-            )
-        except LinkClosedError:
-            # Gone before it heard Registered: undo the registration at once.
-            await self._drop(session)
-            return None
+            except LinkClosedError:
+                # Gone before it heard Registered: undo the registration at once.
+                await self._drop(session)
+                return None
+            except BaseException:
+                # Cancelled (the server stops) after the commit: the id must not stay taken.
+                self._background(self._drop(session))
+                raise
+        finally:
+            self._gate.leave(addr)
         log.info(
             "provider registered",
             extra={
                 "provider": session.provider_id,
                 "version": session.version,
+                "token": session.token,
                 "models": [m.id for m in session.models],
             },
         )
         return session
 
-    def _verify(self, session: ProviderSession, nonce: bytes, sealed: bytes) -> bool:
-        try:
-            return SealedChannel(self._keys, session.public_key).open(sealed) == nonce
-        except SealError:
-            return False
+    def _commit(self, session: ProviderSession) -> ProviderSession:
+        """Bind the id to the key (F5), take the id in the table, raise the frame limit.
+        Synchronous: nothing may change the table between `recheck` and this."""
+        session.trusted = True
+        self._book.bind(session.provider_id, session.public_key, session.token, self._clock())
+        # The new session takes the id first, so the old one's end removes nothing from the
+        # registry; the old socket (the same key's: a reconnect) is closed in the
+        # background, since a dead peer (the usual reason to re-register) would hold its
+        # close handshake for the full close timeout.
+        previous = self.sessions.get(session.provider_id)
+        self.sessions[session.provider_id] = session
+        if previous is not None:
+            previous.mark_closed()
+            self._background(self._close_replaced(previous))
+        # The frame being parsed already (the next after the challenge answer) keeps the
+        # pre-auth limit; an honest agent's is a small heartbeat.
+        session.ws.protocol.max_message_size = self._config.max_frame_bytes
+        return session
 
     async def _serve(self, session: ProviderSession) -> None:
         rechallenge = asyncio.create_task(self._rechallenge_loop(session))
         try:
             while not session.closed:
                 try:
-                    frame = await self._recv_frame(session.ws, self._config.offline_after_s)
+                    frame = await recv_frame(session.ws, self._config.offline_after_s)
                 except TimeoutError:
                     log.warning("provider silent, closing", extra={"provider": session.provider_id})
                     await session.ws.close(CLOSE_POLICY, "heartbeat timeout")
                     return
-                if frame is None:
+                except FrameError as exc:
+                    await session.ws.close(CLOSE_PROTOCOL, exc.reason)
                     return
-                await self._on_frame(session, frame)
+                try:
+                    await self._on_frame(session, frame)
+                except InputRefused as exc:
+                    log.warning(
+                        "provider frame refused",
+                        extra={"provider": session.provider_id, "reason": exc.reason},
+                    )
+                    await self._close(session, CLOSE_PROTOCOL, exc.reason)
         finally:
             rechallenge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -404,15 +240,23 @@ class LinkServer:
 
     async def _on_frame(self, session: ProviderSession, frame: link_pb2.Frame) -> None:
         kind = frame.WhichOneof("kind")
-        if kind in ("chunk", "complete", "error", "accepted"):
+        if kind == "chunk":
+            refused = chunk_refusal(frame.chunk.sealed, self._limits.max_chunk_bytes)
+            if refused is None:
+                session.route(frame)
+            elif await session.fail_attempt(frame.chunk.request_id, BAD_GATEWAY, refused):
+                log.warning(
+                    "attempt failed: oversized chunk",
+                    extra={"provider": session.provider_id, "reason": refused},
+                )
+        elif kind in ("complete", "error", "accepted"):
             session.route(frame)
         elif kind == "heartbeat":
-            await self._registry.report_load(
-                session.provider_id, list(frame.heartbeat.loads), session.trusted
-            )
+            loads = clamp_loads(frame.heartbeat.loads, session.served, self._limits)
+            if session.reports.allow(self._clock()):
+                await self._registry.report_load(session.provider_id, loads, session.trusted)
         elif kind == "models_update":
-            session.models = list(frame.models_update.models)
-            await self._registry.upsert(session)
+            await self._update_models(session, frame.models_update)
         elif kind == "challenge_response":
             pending = session._pending_challenge
             if pending is not None and not pending[1].done():
@@ -422,8 +266,34 @@ class LinkServer:
             await session.ws.close()
             session.mark_closed()
         else:
-            await session.ws.close(CLOSE_PROTOCOL, f"unexpected frame {kind}")
-            session.mark_closed()
+            await self._close(session, CLOSE_PROTOCOL, f"unexpected frame {kind}")
+
+    async def _update_models(self, session: ProviderSession, update: link_pb2.ModelsUpdate) -> None:
+        """F4/F6: a new model list, validated like a Register's and within the token's model
+        cap; the same list again changes nothing (and costs the registry nothing)."""
+        models = check_models(update.models, self._limits)
+        if models == session.models:
+            return
+        refused = token_refusal(
+            self._live_links(),
+            token=session.token,
+            provider_id=session.provider_id,
+            models=len(models),
+            max_links=self._limits.max_links_per_token,
+            max_models=self._limits.max_models_per_token,
+        )
+        if refused is not None:
+            await self._close(session, CLOSE_POLICY, refused)
+            return
+        if not session.reports.allow(self._clock()):
+            await self._close(session, CLOSE_POLICY, "models updated too often")
+            return
+        session.models = models
+        await self._registry.upsert(session)
+
+    async def _close(self, session: ProviderSession, code: int, reason: str) -> None:
+        await session.ws.close(code, close_reason(reason))
+        session.mark_closed()
 
     async def _rechallenge_loop(self, session: ProviderSession) -> None:
         loop = asyncio.get_running_loop()
@@ -433,18 +303,12 @@ class LinkServer:
             future: asyncio.Future[bytes] = loop.create_future()
             session._pending_challenge = (nonce, future)
             try:
-                await session.send(
-                    link_pb2.Frame(
-                        challenge=link_pb2.Challenge(
-                            nonce=nonce, dispatcher_public_key=self._keys.public_bytes
-                        )
-                    )
-                )
+                await session.send(self._door.challenge(nonce))
                 async with asyncio.timeout(self._config.challenge_timeout_s):
                     sealed = await future
             except (TimeoutError, LinkClosedError):
                 sealed = b""
-            if not self._verify(session, nonce, sealed):
+            if not self._door.verify(session, nonce, sealed):
                 self._on_violation(session, "failed a periodic challenge")
                 return
 
@@ -454,9 +318,7 @@ class LinkServer:
             return
         log.warning("provider untrusted", extra={"provider": session.provider_id, "reason": reason})
         session.trusted = False
-        for attempt in list(session._attempts.values()):
-            attempt._push(LinkError(502, f"provider protocol violation: {reason}"))
-        session._attempts.clear()
+        session.fail_all(LinkError(BAD_GATEWAY, f"provider protocol violation: {reason}"))
         session.closed = True
         session.closing = self._background(self._close_untrusted(session))
 
@@ -480,5 +342,7 @@ class LinkServer:
         session.mark_closed()
         if self.sessions.get(session.provider_id) is session:
             del self.sessions[session.provider_id]
+            # F5: the id stays bound to this key for the binding ttl from now.
+            self._book.release(session.provider_id, self._clock())
             await self._registry.remove(session.provider_id)
             log.info("provider offline", extra={"provider": session.provider_id})

@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.link import (
+    MAX_HARDWARE_CHARS,
+    MAX_MODEL_CONCURRENCY,
+    MAX_PROVIDER_ID_CHARS,
+    MAX_VERSION_CHARS,
+    is_label,
+    is_name,
+)
 from provider_agent import __version__
+from provider_agent.keyfile import default_key_file
 from svckit.env import ConfigError, env_float, env_int, env_list, env_str
 
 ENGINES = ("sim", "openai")
@@ -33,6 +42,8 @@ class AgentConfig:
     token: str = "hedgerow-dev-enrollment"
     model_dir: Path = Path("models")
     provider_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # The long-term key's file (F5): the identity the dispatcher binds the id to.
+    key_file: Path = field(default_factory=lambda: default_key_file(os.environ))
     version: str = __version__
     engine: str = "sim"
     upstream_url: str = ""
@@ -72,6 +83,7 @@ class AgentConfig:
             token=env_str(e, "HEDGEROW_ENROLLMENT_TOKEN", cls.token),
             model_dir=Path(env_str(e, "HEDGEROW_MODEL_DIR", str(cls.model_dir))),
             provider_id=env_str(e, "HEDGEROW_PROVIDER_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            key_file=Path(env_str(e, "HEDGEROW_KEY_FILE", str(default_key_file(e)))),
             version=env_str(e, "HEDGEROW_PROVIDER_VERSION", cls.version),
             engine=env_str(e, "HEDGEROW_ENGINE", cls.engine),
             upstream_url=env_str(e, "HEDGEROW_UPSTREAM_URL", cls.upstream_url),
@@ -104,8 +116,24 @@ class AgentConfig:
             raise ConfigError("the openai engine needs --upstream URL")
         if self.upstream_url and not self.upstream_url.startswith(("http://", "https://")):
             raise ConfigError("upstream URL must be http:// or https://")
-        if self.max_concurrency < 1:
-            raise ConfigError("max concurrency must be at least 1")
+        if not 1 <= self.max_concurrency <= MAX_MODEL_CONCURRENCY:
+            raise ConfigError(f"max concurrency must be 1-{MAX_MODEL_CONCURRENCY}")
+        # The dispatcher refuses a Register whose text breaks these formats (F4): say so
+        # here, at start, rather than be refused at every reconnect.
+        if not is_name(self.provider_id, MAX_PROVIDER_ID_CHARS):
+            raise ConfigError(
+                f"provider id must be 1-{MAX_PROVIDER_ID_CHARS} printable ASCII characters "
+                f"without spaces, not {self.provider_id!r}"
+            )
+        if not is_name(self.version, MAX_VERSION_CHARS, required=False):
+            raise ConfigError(
+                f"provider version must be at most {MAX_VERSION_CHARS} printable ASCII "
+                f"characters without spaces, not {self.version!r}"
+            )
+        if not is_label(self.hardware, MAX_HARDWARE_CHARS):
+            raise ConfigError(
+                f"hardware must be at most {MAX_HARDWARE_CHARS} printable ASCII characters"
+            )
         if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("reconnect backoff needs 0 < min <= max")
         if self.heartbeat_interval_s <= 0:

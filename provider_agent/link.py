@@ -24,8 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
 from contract.chunks import is_boilerplate
-from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL, MAX_FRAME_BYTES
+from contract.link import CLOSE_POLICY, CLOSE_PROTOCOL, MAX_CHUNK_BYTES, MAX_FRAME_BYTES
 from contract.sealing import KeyPair, SealedChannel, SealError
+from provider_agent.advertise import advertised, model_infos
 from provider_agent.batching import ready_batches
 from provider_agent.config import AgentConfig
 from provider_agent.engines.base import (
@@ -35,28 +36,8 @@ from provider_agent.engines.base import (
     GenerateRequest,
 )
 from provider_agent.handler import RequestHandler
-from provider_agent.scan import ModelCard
 
 log = logging.getLogger(__name__)
-
-
-def model_infos(cards: dict[str, ModelCard], max_concurrency: int) -> list[common_pb2.ModelInfo]:
-    infos = []
-    for card in cards.values():
-        info = common_pb2.ModelInfo(
-            id=card.id, is_vision=card.is_vision, max_concurrency=max_concurrency
-        )
-        # Tri-state: absent means "no opinion"; false MUST be encoded (it is the routing signal).
-        if card.template_render_ok is not None:
-            info.template_render_ok = card.template_render_ok
-        if card.cap_system is not None:
-            info.cap_system = card.cap_system
-        if card.cap_tools is not None:
-            info.cap_tools = card.cap_tools
-        if card.cap_vision is not None:
-            info.cap_vision = card.cap_vision
-        infos.append(info)
-    return infos
 
 
 class FirstContent:
@@ -132,11 +113,16 @@ class LinkClient:
             config.reconnect_min_s, config.reconnect_max_s, rng or random.Random()
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._loads = {model: _Load(config.max_concurrency) for model in handler.cards}
+        self._cards = advertised(handler.cards)
+        self._loads = {model: _Load(config.max_concurrency) for model in self._cards}
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
         self._on_registered = on_registered
         self.sessions: Counter[SessionEnd] = Counter()  # how sessions ended, for operators
+
+    @property
+    def handler(self) -> RequestHandler:
+        return self._handler
 
     @property
     def public_key(self) -> bytes:
@@ -199,7 +185,7 @@ class LinkClient:
                 register=link_pb2.Register(
                     provider_id=c.provider_id,
                     version=c.version,
-                    models=model_infos(self._handler.cards, c.max_concurrency),
+                    models=model_infos(self._cards, c.max_concurrency),
                     hardware=c.hardware,
                     public_key=self._keys.public_bytes,
                     enrollment_token=c.token,
@@ -229,7 +215,7 @@ class LinkClient:
                     heartbeat = asyncio.create_task(self._heartbeats(ws, interval))
                     log.info(
                         "registered",
-                        extra={"provider": c.provider_id, "models": list(self._handler.cards)},
+                        extra={"provider": c.provider_id, "models": list(self._cards)},
                     )
                     if self._on_registered is not None:
                         self._on_registered()
@@ -315,7 +301,9 @@ class LinkClient:
             return
         try:
             prepared = self._handler.prepare(rid, raw, completions=request.completions)
-            load = self._loads[prepared.model]
+            load = self._loads.get(prepared.model)
+            if load is None:  # scanned but not advertised (see `advertised`)
+                raise EngineError(404, f"model {prepared.model!r} is not served here")
             load.waiting += 1
             try:
                 await load.semaphore.acquire()
@@ -352,15 +340,26 @@ class LinkClient:
         ):
             async for batch in batches:
                 # Chunks that were ready together travel in one frame (each stays its own
-                # event for the client); Accepted and Complete keep their place in order.
+                # event for the client) as long as they fit the link's chunk cap together
+                # (F8); Accepted and Complete keep their place in order.
                 sealed: list[bytes] = []
+                size = 0
                 for out in batch:
                     if isinstance(out, bytes):
+                        if sealed and size + len(out) > MAX_CHUNK_BYTES:
+                            await self._send(ws, _chunk_frame(rid, sealed))
+                            sealed, size = [], 0
+                        if len(out) > MAX_CHUNK_BYTES:
+                            # The dispatcher would fail the attempt anyway: say why.
+                            raise EngineError(
+                                502, f"chunk of {len(out)} bytes is over the link's cap"
+                            )
                         sealed.append(channel.seal(out))
+                        size += len(out)
                         continue
                     if sealed:
                         await self._send(ws, _chunk_frame(rid, sealed))
-                        sealed = []
+                        sealed, size = [], 0
                     if isinstance(out, Accepted):
                         await self._send(
                             ws, link_pb2.Frame(accepted=link_pb2.Accepted(request_id=rid))

@@ -14,6 +14,7 @@ from provider_agent.config import AgentConfig
 from provider_agent.engines.base import Engine
 from provider_agent.engines.sim import SimEngine
 from provider_agent.handler import RequestHandler
+from provider_agent.keyfile import load_or_create_key
 from provider_agent.link import LinkClient
 from provider_agent.scan import format_check_report, scan_models
 from provider_agent.templates import Strictness
@@ -37,7 +38,15 @@ def build_engine(config: AgentConfig) -> Engine:
     return SimEngine(config.sim)
 
 
-async def run_agent(config: AgentConfig) -> None:
+def build_agent(config: AgentConfig) -> LinkClient:
+    """Everything a running agent needs, wired: its persistent key (F5: loaded from, or
+    created in, `config.key_file`, first, so a bad key file stops the start before any
+    work), the scanned models, the engine, the request handler and the link client."""
+    keys, created = load_or_create_key(config.key_file)
+    log.info(
+        "provider key created" if created else "provider key loaded",
+        extra={"key_file": str(config.key_file), "public_key": keys.public_bytes.hex()},
+    )
     strictness = Strictness(config.template_strictness)
     cards = {card.id: card for card in scan_models(config.model_dir, strictness=strictness)}
     if not cards:
@@ -55,10 +64,15 @@ async def run_agent(config: AgentConfig) -> None:
         )
     handler = RequestHandler(cards, build_engine(config), strictness)
     log.info("templates compiled", extra={"count": handler.warm_templates()})
+    return LinkClient(config, handler, keys=keys)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    client = build_agent(config)
     try:
-        await _serve_until_signal(LinkClient(config, handler))
+        await _serve_until_signal(client)
     finally:
-        await handler.engine.aclose()
+        await client.handler.engine.aclose()
 
 
 async def _serve_until_signal(client: LinkClient) -> None:
@@ -127,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--upstream-api-key", help="bearer token for the upstream server")
     parser.add_argument("--max-concurrency", type=int)
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        help="the provider's secret key (created 0600 if missing); default "
+        "~/.config/hedgerow/provider.key",
+    )
     parser.add_argument("--version", action="version", version=__version__)
     ns = parser.parse_args(args)
     try:
@@ -139,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream_url=ns.upstream,
             upstream_api_key=ns.upstream_api_key,
             max_concurrency=ns.max_concurrency,
+            key_file=ns.key_file,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -195,7 +195,14 @@ class Stack:
         self, spec: ProviderSpec, *, wait: bool = True, timeout_s: float = 30.0
     ) -> Process:
         env = self.env()
-        env.update({"HEDGEROW_PROVIDER_ID": spec.name, "HEDGEROW_MODEL_DIR": str(spec.models_dir)})
+        env.update(
+            {
+                "HEDGEROW_PROVIDER_ID": spec.name,
+                "HEDGEROW_MODEL_DIR": str(spec.models_dir),
+                # Each provider's identity key lives with this run, not in the user's home.
+                "HEDGEROW_KEY_FILE": str(self.log_dir / "keys" / f"{spec.name}.key"),
+            }
+        )
         if spec.version is not None:
             env["HEDGEROW_PROVIDER_VERSION"] = spec.version
         env.update(spec.env)

@@ -9,10 +9,12 @@ the real `dispatcher_svc.link.LinkServer`, so the fake cannot drift from the pro
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
 import shutil
+import stat
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,17 @@ import pytest
 
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
+from contract.link import MAX_CHUNK_BYTES, MAX_MODEL_ID_CHARS, MAX_MODELS_PER_PROVIDER
 from contract.sealing import KeyPair, SealedChannel
 from dispatcher_svc.config import DispatcherConfig
-from dispatcher_svc.link import LinkChunk, LinkComplete, LinkServer, ProviderSession
+from dispatcher_svc.link import LinkChunk, LinkComplete, LinkError, LinkServer, ProviderSession
+from provider_agent.advertise import advertised
 from provider_agent.config import AgentConfig, SimSettings
-from provider_agent.engines.base import Engine, EngineOutput, GenerateRequest
+from provider_agent.engines.base import Engine, EngineOutput, Finished, GenerateRequest
 from provider_agent.engines.sim import SimEngine
 from provider_agent.handler import RequestHandler
 from provider_agent.link import Backoff, LinkClient, SessionEnd
+from provider_agent.main import build_agent
 from provider_agent.scan import scan_models
 from provider_agent.templates import Strictness
 from tests.fakes.link_dispatcher import TOKEN, FakeDispatcher, Received, Session
@@ -564,3 +569,135 @@ async def test_agent_interoperates_with_the_real_dispatcher_link(
         await registry.until(lambda: registry.removed == ["agent-under-test"])
     finally:
         await server.stop()
+
+
+# --- identity and limits against the real dispatcher link (F4, F5, F8) ---------------------
+
+
+@pytest.fixture
+async def real_link() -> AsyncIterator[tuple[LinkServer, RecordingRegistry, str]]:
+    registry = RecordingRegistry()
+    config = DispatcherConfig(
+        link_port=0, enrollment_tokens=(TOKEN,), heartbeat_interval_s=0.05, offline_after_s=2.0
+    )
+    server = LinkServer(config, registry)
+    port = await server.start()
+    try:
+        yield server, registry, f"ws://127.0.0.1:{port}"
+    finally:
+        await server.stop()
+
+
+async def test_f5_the_key_file_keeps_the_identity_across_agent_starts(
+    tmp_path: Path,
+    real_link: tuple[LinkServer, RecordingRegistry, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The dispatcher binds the id to the key that registered it; a restarted agent must
+    come back with the same key (from its key file), and another key is refused the id."""
+    _, registry, url = real_link
+    models = make_models(tmp_path / "models")
+    key_file = tmp_path / "state" / "provider.key"
+    config = agent_config(url, model_dir=models, key_file=key_file)
+
+    async def start_and_stop(starts: int) -> bytes:
+        """One agent process's life: build (loading the key file), register, stop."""
+        client = build_agent(config)
+        task = asyncio.create_task(client.run_forever())
+        await registry.until(lambda: len(registry.upserts) == starts)
+        assert registry.upserts[-1].public_key == client.public_key
+        await client.stop()
+        await asyncio.wait_for(task, 5)
+        await client.handler.engine.aclose()
+        await registry.until(lambda: registry.removed == ["agent-under-test"] * starts)
+        return client.public_key
+
+    first = await start_and_stop(1)
+    assert await start_and_stop(2) == first, "the second start registered with the same key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+
+    # Another agent claiming the id with its own key file is refused, and backs off.
+    caplog.set_level(logging.INFO, logger="provider_agent.link")
+    impostor = build_agent(agent_config(url, model_dir=models, key_file=tmp_path / "other.key"))
+    task = asyncio.create_task(impostor.run_forever())
+    try:
+        async with asyncio.timeout(5):
+            for _ in itertools.count():  # the client has no event for a rejection
+                if impostor.sessions[SessionEnd.REJECTED]:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await impostor.stop()
+        await asyncio.wait_for(task, 5)
+        await impostor.handler.engine.aclose()
+    assert impostor.public_key != first
+    assert len(registry.upserts) == 2
+    rejected = [r for r in caplog.records if "rejected registration" in r.getMessage()]
+    assert getattr(rejected[0], "reason", "") == "provider id bound to another key"
+
+
+class _SizedEngine:
+    """A role chunk, then content chunks of the given sizes (ready together), then done."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self._sizes = sizes
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[EngineOutput, None]:
+        role = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        yield json.dumps(role).encode()
+        for n, size in enumerate(self._sizes):
+            text = chr(ord("a") + n) * size
+            delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+            yield json.dumps(delta).encode()
+        yield Finished(prompt_tokens=1, completion_tokens=len(self._sizes))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_f8_the_agent_splits_chunk_frames_at_the_link_cap(
+    real_link: tuple[LinkServer, RecordingRegistry, str], start_agent: AgentFactory
+) -> None:
+    """Chunks ready together share a frame only up to the link's chunk cap: 3 x 600 KiB
+    would be one 1.8 MiB frame, which the dispatcher fails (F8)."""
+    _, registry, url = real_link
+    start_agent(url, engine=_SizedEngine([600 * 1024] * 4))
+    await registry.until(lambda: bool(registry.upserts))
+    attempt = await registry.upserts[0].start_attempt(
+        "big", json.dumps(chat()).encode(), completions=False
+    )
+    events = [event async for event in attempt.events()]
+    assert isinstance(events[-1], LinkComplete), events[-1]
+    sizes = [len(e.payload) for e in events if isinstance(e, LinkChunk)]
+    assert len(sizes) == 5 and all(s > 600 * 1024 for s in sizes[1:])
+
+
+async def test_f8_a_chunk_over_the_link_cap_is_an_error_frame_from_the_agent(
+    real_link: tuple[LinkServer, RecordingRegistry, str], start_agent: AgentFactory
+) -> None:
+    _, registry, url = real_link
+    start_agent(url, engine=_SizedEngine([MAX_CHUNK_BYTES]))
+    await registry.until(lambda: bool(registry.upserts))
+    attempt = await registry.upserts[0].start_attempt(
+        "huge", json.dumps(chat()).encode(), completions=False
+    )
+    events = [event async for event in attempt.events()]
+    assert isinstance(events[0], LinkChunk), "what came before is still sent"
+    last = events[-1]
+    assert isinstance(last, LinkError) and last.status == 502
+    assert last.message.startswith("chunk of "), last.message
+
+
+def test_f4_the_agent_leaves_out_models_the_dispatcher_would_refuse(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_models(tmp_path / "models")
+    cards = {c.id: c for c in scan_models(root)}
+    card = cards[MODEL]
+    many = {f"m{n:03d}": card for n in range(MAX_MODELS_PER_PROVIDER + 5)}
+    hostile = {"bad model": card, "bad\r\nmodel": card, "x" * (MAX_MODEL_ID_CHARS + 1): card}
+    shown = advertised({MODEL: card, **hostile, **many})
+    assert MODEL in shown and not set(hostile) & set(shown)
+    assert len(shown) == MAX_MODELS_PER_PROVIDER
+    assert sum("not advertised" in r.getMessage() for r in caplog.records) == 3 + 6

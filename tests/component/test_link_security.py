@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
 from contract.sealing import KeyPair, SealedChannel, SealError
-from dispatcher_svc.config import DispatcherConfig
+from dispatcher_svc.config import DispatcherConfig, LinkLimits
 from dispatcher_svc.link import (
     Attempt,
     LinkChunk,
@@ -49,14 +49,16 @@ CLOSE_TOO_BIG = 1009
 
 class RecordingRegistry:
     """Records every call in order: ("upsert", id, trusted) / ("remove", id) /
-    ("load", id, trusted). Each call suspends for `latency_s` first, as the real one (a
-    gRPC call) does."""
+    ("load", id, trusted), and in `loads` what each report_load carried, as
+    (id, [(model, running, waiting, max_concurrency)]). Each call suspends for `latency_s`
+    first, as the real one (a gRPC call) does."""
 
     latency_s = 0.002
     untrust_latency_s = 0.05  # the urgent call may well be the slow one
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.loads: list[tuple[str, list[tuple[str, int, int, int]]]] = []
         self.sessions: list[ProviderSession] = []
         self.upsert_gate: asyncio.Event | None = None  # set by a test to stall upserts
         self.upsert_entered = asyncio.Event()
@@ -78,6 +80,9 @@ class RecordingRegistry:
         self, provider_id: str, loads: list[link_pb2.ModelLoad], trusted: bool
     ) -> None:
         await asyncio.sleep(self.latency_s if trusted else self.untrust_latency_s)
+        self.loads.append(
+            (provider_id, [(x.model, x.running, x.waiting, x.max_concurrency) for x in loads])
+        )
         self._record("load", provider_id, trusted)
 
     def _record(self, *call: Any) -> None:
@@ -146,12 +151,17 @@ class Provider:
     async def send(self, frame: link_pb2.Frame) -> None:
         await self.ws.send(frame.SerializeToString())
 
-    async def register(self, token: str | None = TOKEN, public_key: bytes | None = None) -> None:
+    async def register(
+        self,
+        token: str | None = TOKEN,
+        public_key: bytes | None = None,
+        models: list[common_pb2.ModelInfo] | None = None,
+    ) -> None:
         model = common_pb2.ModelInfo(id=MODEL, max_concurrency=4, template_render_ok=True)
         register = link_pb2.Register(
             provider_id=self.provider_id,
             version="0.7.0",
-            models=[model],
+            models=[model] if models is None else models,
             public_key=self.keys.public_bytes if public_key is None else public_key,
             decode_tps=50.0,
             prefill_tps=500.0,
@@ -169,9 +179,10 @@ class Provider:
             link_pb2.Frame(challenge_response=link_pb2.ChallengeResponse(sealed_nonce=sealed))
         )
 
-    async def join(self, challenge_mode: str = "right") -> link_pb2.Registered:
-        """Register, answer the connect challenge correctly, wait for Registered."""
-        await self.register()
+    async def join(self, challenge_mode: str = "right", **register: Any) -> link_pb2.Registered:
+        """Register (with `register`'s overrides), answer the connect challenge correctly,
+        wait for Registered."""
+        await self.register(**register)
         challenge = await self.next("challenge")
         await self.answer(self.seal_nonce(challenge.challenge))
         registered = await self.next("registered")
@@ -238,9 +249,15 @@ class Link:
         self.providers.append(provider)
         return provider
 
-    async def joined(self, provider_id: str = "p1", challenge_mode: str = "right") -> Provider:
-        provider = await self.connect(provider_id)
-        await provider.join(challenge_mode)
+    async def joined(
+        self,
+        provider_id: str = "p1",
+        challenge_mode: str = "right",
+        keys: KeyPair | None = None,
+        **register: Any,
+    ) -> Provider:
+        provider = await self.connect(provider_id, keys)
+        await provider.join(challenge_mode, **register)
         return provider
 
     def session(self, provider_id: str) -> ProviderSession:
@@ -280,7 +297,8 @@ LinkFactory = Callable[..., Awaitable[Link]]
 
 @pytest.fixture
 async def start_link(caplog: pytest.LogCaptureFixture) -> AsyncIterator[LinkFactory]:
-    """Start a LinkServer with shrunk timers (override any DispatcherConfig field)."""
+    """Start a LinkServer with shrunk timers (override any DispatcherConfig field, and
+    `clock`, the LinkServer's)."""
     links: list[Link] = []
 
     async def start(**overrides: Any) -> Link:
@@ -293,9 +311,13 @@ async def start_link(caplog: pytest.LogCaptureFixture) -> AsyncIterator[LinkFact
             challenge_timeout_s=WITHIN,
             max_frame_bytes=64 * 1024,
         )
+        clock = overrides.pop("clock", None)
         values.update(overrides)
         registry = RecordingRegistry()
-        server = LinkServer(DispatcherConfig(**values), registry)
+        config = DispatcherConfig(**values)
+        server = (
+            LinkServer(config, registry) if clock is None else LinkServer(config, registry, clock)
+        )
         link = Link(server, registry, await server.start())
         links.append(link)
         return link
@@ -665,8 +687,9 @@ async def test_f3_oversize_frame_closes_only_that_session(start_link: LinkFactor
     await link.joined("newcomer")
 
 
-async def test_f3_oversize_register_is_refused(start_link: LinkFactory) -> None:
-    link = await start_link(max_frame_bytes=4096)
+async def test_f7_register_over_the_pre_auth_limit_is_refused(start_link: LinkFactory) -> None:
+    """The pre-auth frame limit, not the (larger) frame limit, holds the Register."""
+    link = await start_link(max_frame_bytes=64 * 1024, limits=LinkLimits(max_register_bytes=4096))
     provider = await link.connect()
     model = common_pb2.ModelInfo(id="m" * 5000)
     register = link_pb2.Register(
@@ -790,18 +813,21 @@ async def test_f3_silence_past_offline_after_closes_and_removes(start_link: Link
             await beating
 
 
-async def test_f3_re_registration_replaces_the_old_session(start_link: LinkFactory) -> None:
+async def test_f5_re_registration_with_the_same_key_replaces_the_old_session(
+    start_link: LinkFactory,
+) -> None:
     link = await start_link()
     old = await link.joined("p1")
     old_session = link.session("p1")
     attempt = await link.attempt(old, "old-1", {"n": 1})
     await old.next("request")
-    new = await link.connect("p1")  # a restart of the same provider, with a new key
+    new = await link.connect("p1", keys=old.keys)  # a restart of the same provider
     await new.join()
     assert isinstance(await next_event(attempt), LinkDisconnected)
     assert await old.closed() == CLOSE_POLICY
     session = link.session("p1")
-    assert session is not old_session and session.public_key == new.keys.public_bytes
+    assert session is not old_session and session.ws is not old_session.ws
+    assert session.public_key == new.keys.public_bytes
     assert old_session.closed and old_session.live_attempts == 0
     # The provider stays registered throughout: the old session's end removes nothing.
     await link.registry.until(lambda: link.registry.count("upsert", "p1", True) == 2)
@@ -811,7 +837,7 @@ async def test_f3_re_registration_replaces_the_old_session(start_link: LinkFacto
     assert link.server.get("p1") is session
 
 
-async def test_f3_re_registration_is_not_held_up_by_a_dead_old_connection(
+async def test_f5_re_registration_is_not_held_up_by_a_dead_old_connection(
     start_link: LinkFactory,
 ) -> None:
     """The usual reason to re-register: the provider restarted and its old TCP connection
@@ -823,7 +849,7 @@ async def test_f3_re_registration_is_not_held_up_by_a_dead_old_connection(
     await old.next("request")
     assert isinstance(old.ws.transport, asyncio.Transport)
     old.ws.transport.pause_reading()  # the old peer answers nothing any more
-    new = await link.connect("p1")
+    new = await link.connect("p1", keys=old.keys)
     await new.join()  # within WITHIN (5 s), well under the 10 s close timeout
     assert isinstance(await next_event(attempt), LinkDisconnected)
     await link.still_serves(new, "replaced-dead")

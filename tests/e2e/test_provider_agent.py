@@ -129,6 +129,7 @@ def test_e3_broken_template_is_advertised_false_and_gets_no_traffic(template_sta
         text=True,
         timeout=30,
         cwd=REPO,
+        env=s.env(),  # the operator's settings: the stack's service token
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     (row,) = [line for line in cli.stdout.splitlines() if line.startswith("sim-broken")]
