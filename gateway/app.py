@@ -1,31 +1,34 @@
 """The HTTP edge's wiring: which path goes where (A1), the app's lifespan, and the answers
-outside the inference pipeline (/v1/models, health, metrics, 404/405, bugs).
+outside the inference pipeline (health, metrics, 404/405, bugs).
 
 The inference pipeline itself is `gateway.pipeline`; the answer after commit is
-`gateway.relay`.
+`gateway.relay`; /v1/models and /readyz are `gateway.catalog`'s; the connection limits
+under all of it are `gateway.limits`' (wired into uvicorn by `gateway.server`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
-import grpc
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from contract import registry_pb2
 from contract.errors import ErrorCode
+from gateway import catalog
 from gateway.backends import Backends
 from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect
 from gateway.dialects.registry import CHAT, COMPLETIONS, MESSAGES, RESPONSES
 from gateway.errors import ApiError, error_body_for_path, error_response
+from gateway.limits import ConnectionGuard
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Gateway, internal_error
+from gateway.protocol import EdgeProtocolBase
 
 
 class Edge:
@@ -33,14 +36,29 @@ class Edge:
     plain ASGI call: FastAPI's routing, dependency and middleware layers cost a fifth of a
     millisecond per request on the hot path and do nothing for it. Everything else (the
     same paths' other methods, /v1/models, health, metrics, 404s, lifespan) is the
-    FastAPI app's."""
+    FastAPI app's.
+
+    `guard` is the connection guard the server's protocol reports to (A12), `metrics` the
+    app's counters."""
 
     def __init__(
-        self, app: FastAPI, state: dict[str, Gateway], routes: Mapping[str, Dialect]
+        self,
+        app: FastAPI,
+        state: dict[str, Gateway],
+        routes: Mapping[str, Dialect],
+        guard: ConnectionGuard[EdgeProtocolBase],
+        metrics: GatewayMetrics,
     ) -> None:
         self.app = app
         self._state = state
         self._routes = routes
+        self.guard = guard
+        self.metrics = metrics
+
+    @property
+    def gateway(self) -> Gateway | None:
+        """The pipeline, once the lifespan has started it."""
+        return self._state.get("gw")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -68,6 +86,8 @@ def create_app(
     when the lifespan starts, and closed when it ends."""
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
+    guard: ConnectionGuard[EdgeProtocolBase] = ConnectionGuard(config.edge_limits, time.monotonic)
+    metrics.open_connections.set_function(lambda: guard.open_count)
     state: dict[str, Gateway] = {}
 
     @asynccontextmanager
@@ -86,19 +106,16 @@ def create_app(
     def gw() -> Gateway:
         return state["gw"]
 
-    def endpoint(dialect: Dialect) -> Callable[[Request], Awaitable[Response]]:
-        async def handler(request: Request) -> Response:
-            return await gw().handle(request, dialect)
+    async def not_started(request: Request) -> Response:
+        raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "the gateway is starting", retry_after_s=1)
 
-        return handler
-
-    for path, dialect in ROUTES.items():
+    for path in ROUTES:
         # Served by `Edge` once started; registered so that other methods get a 405.
-        app.add_api_route(path, endpoint(dialect), methods=["POST"])
+        app.add_api_route(path, not_started, methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        return await gw().list_models(request)
+        return await catalog.list_models(gw(), request)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -106,11 +123,7 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            await gw().backends.registry.ListModels(registry_pb2.ListModelsRequest(), timeout=1.0)
-        except grpc.aio.AioRpcError:
-            return JSONResponse({"status": "not ready"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return await catalog.readiness(gw().backends.health)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
@@ -130,4 +143,4 @@ def create_app(
     async def unexpected(request: Request, exc: Exception) -> Response:
         return internal_error(request.url.path)
 
-    return Edge(app, state, ROUTES)
+    return Edge(app, state, ROUTES, guard, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from contract import dispatcher_pb2_grpc, normalizer_pb2_grpc, registry_pb2_grpc
 from gateway.config import GatewayConfig
@@ -19,6 +20,8 @@ class Backends:
     registry: registry_pb2_grpc.RegistryStub
     dispatches: DispatchMux
     channels: tuple[grpc.aio.Channel, ...]
+    # gRPC health of the services /readyz depends on (A17), by name.
+    health: dict[str, health_pb2_grpc.HealthStub]
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Backends:
@@ -31,6 +34,10 @@ class Backends:
             registry=registry_pb2_grpc.RegistryStub(r),
             dispatches=DispatchMux(dispatcher_pb2_grpc.DispatcherStub(d)),
             channels=(n, r, d),
+            health={
+                "registry": health_pb2_grpc.HealthStub(r),
+                "dispatcher": health_pb2_grpc.HealthStub(d),
+            },
         )
 
     async def close(self) -> None:

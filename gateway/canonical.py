@@ -89,12 +89,97 @@ def require_model(doc: dict[str, Any]) -> str:
 
 
 def positive_int(doc: dict[str, Any], key: str) -> int | None:
+    """A token count: None when absent, else an integer in 1..MAX_OUTPUT_TOKENS (A16)."""
     value = doc.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise bad_request(f"'{key}' must be a positive integer", key)
+    _check_number(key, value, _TOKENS)
+    assert isinstance(value, int)  # what the check let through
     return value
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The inclusive range of a numeric request field (A16)."""
+
+    low: float
+    high: float
+    integer: bool = False
+
+
+# A16: every number a dialect reads or passes on to providers, with the range it may take.
+# Beyond it, or not a finite number, is a 400 naming the field: never a 500 of ours (2^63
+# does not fit the dispatch's int64), nor a provider failure a client could cause at will
+# (a provider's 500 strikes its breaker, C4). The ranges are the OpenAI and Anthropic API
+# ones; token counts are capped at MAX_OUTPUT_TOKENS.
+MAX_OUTPUT_TOKENS = 1_048_576
+_INT64 = 2**63 - 1
+_TOKENS = Bound(1, MAX_OUTPUT_TOKENS, integer=True)
+_SAMPLING = {
+    "temperature": Bound(0, 2),
+    "top_p": Bound(0, 1),
+    "seed": Bound(-_INT64 - 1, _INT64, integer=True),
+}
+_PENALTIES = {"presence_penalty": Bound(-2, 2), "frequency_penalty": Bound(-2, 2)}
+_TOP_K = Bound(-1, MAX_OUTPUT_TOKENS, integer=True)  # vLLM and SGLang: -1 = off
+NUMBERS: dict[str, dict[str, Bound]] = {
+    "chat": {
+        **_SAMPLING,
+        **_PENALTIES,
+        "max_tokens": _TOKENS,
+        "max_completion_tokens": _TOKENS,
+        "top_logprobs": Bound(0, 20, integer=True),
+        "top_k": _TOP_K,
+    },
+    "completions": {
+        **_SAMPLING,
+        **_PENALTIES,
+        "max_tokens": _TOKENS,
+        "best_of": Bound(1, 20, integer=True),
+        "logprobs": Bound(0, 5, integer=True),
+        "top_k": _TOP_K,
+    },
+    "responses": {**_SAMPLING, "max_output_tokens": _TOKENS},
+    "messages": {
+        "max_tokens": _TOKENS,
+        "temperature": Bound(0, 1),
+        "top_p": Bound(0, 1),
+        "top_k": Bound(0, MAX_OUTPUT_TOKENS, integer=True),
+    },
+}
+_LOGIT_BIAS = Bound(-100, 100)
+_MAX_LOGIT_BIAS_ENTRIES = 1024
+
+
+def check_numbers(doc: dict[str, Any], dialect: str) -> None:
+    """A16: every numeric field `dialect` reads or passes on is absent, null, or in range;
+    else a 400 naming the field. (`logit_bias`, passed on by chat and completions, maps
+    token ids to numbers in -100..100.)"""
+    for key, bound in NUMBERS[dialect].items():
+        value = doc.get(key)
+        if value is not None:
+            _check_number(key, value, bound)
+    if dialect in ("chat", "completions") and doc.get("logit_bias") is not None:
+        bias = doc["logit_bias"]
+        if not isinstance(bias, dict) or len(bias) > _MAX_LOGIT_BIAS_ENTRIES:
+            raise bad_request(
+                f"'logit_bias' must be an object of at most {_MAX_LOGIT_BIAS_ENTRIES} entries",
+                "logit_bias",
+            )
+        for value in bias.values():
+            _check_number("logit_bias", value, _LOGIT_BIAS)
+
+
+def _check_number(key: str, value: object, bound: Bound) -> None:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    # `not low <= x <= high` holds for NaN too (it compares false to everything).
+    if (
+        number is None
+        or (bound.integer and not isinstance(number, int))
+        or not bound.low <= number <= bound.high
+    ):
+        kind = "an integer" if bound.integer else "a number"
+        raise bad_request(f"'{key}' must be {kind} from {bound.low} to {bound.high}", key)
 
 
 def allowlist(doc: dict[str, Any]) -> tuple[str, ...]:
@@ -111,6 +196,7 @@ def allowlist(doc: dict[str, Any]) -> tuple[str, ...]:
 
 
 def check_n(doc: dict[str, Any]) -> None:
+    """`n` absent, null or the integer 1 (1.0 and true are not passed on to providers)."""
     n = doc.get("n")
-    if n is not None and n != 1:
+    if n is not None and (type(n) is not int or n != 1):
         raise bad_request("only n=1 is supported", "n")

@@ -63,9 +63,8 @@ class DispatchEvents:
         try:
             message = await self.call.read()
         except DispatcherUnavailable as exc:
-            raise ApiError(
-                ErrorCode.SERVICE_UNAVAILABLE, "dispatcher unavailable", retry_after_s=2
-            ) from exc
+            # A 503: Retry-After is the vocabulary's default (contract.errors).
+            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "dispatcher unavailable") from exc
         if message is None or not message.events:
             if committed:
                 ended = Failure(ErrorCode.PROVIDER_ERROR, "dispatch ended")

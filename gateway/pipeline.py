@@ -1,6 +1,8 @@
 """The request pipeline every inference endpoint shares, from the request to the committed
-dispatch: auth, rate limit, body cap, normalization, lowering, dispatch start, the wait
-for commit (A2-A4, A8). The answer after commit is `gateway.relay`'s."""
+dispatch: request id, auth, the key's concurrency and rate limits, body cap, normalization,
+lowering, dispatch start, the wait for commit (A2-A4, A8, A11, A13, A14). The answer after
+commit is `gateway.relay`'s; `serve` sends it and ends the request (its key's place, its
+metric, its one log line if the client left)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ from dataclasses import dataclass, field
 
 import grpc
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from contract import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2, registry_pb2
+from contract import dispatcher_pb2, hedgerow_common_pb2, normalizer_pb2
 from contract.errors import ErrorCode
+from gateway import limits
 from gateway.backends import Backends
 from gateway.config import GatewayConfig
 from gateway.dialects.base import Dialect
@@ -24,7 +28,14 @@ from gateway.disconnect import ClientGone, unless_client_gone
 from gateway.dispatch import DispatchEvents
 from gateway.errors import ApiError, bad_request, error_body_for_path, error_response
 from gateway.metrics import GatewayMetrics
-from gateway.ratelimit import Limit, RateLimiter, parse_limits
+from gateway.ratelimit import (
+    ConcurrencyLimiter,
+    Lease,
+    Limit,
+    RateLimiter,
+    parse_concurrency,
+    parse_limits,
+)
 from gateway.relay import Relay
 from gateway.sse import EventStream
 
@@ -57,6 +68,17 @@ def _too_large(cap: int) -> ApiError:
     return ApiError(ErrorCode.REQUEST_TOO_LARGE, f"request body exceeds {cap} bytes")
 
 
+def new_request_id() -> str:
+    """Ours, when the client sent no acceptable `X-Request-Id` (A13)."""
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _no_constants(name: str) -> object:
+    # NaN and Infinity are not JSON; Python's parser takes them unless told not to, and a
+    # provider handed one could fail on it (A16).
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class Gateway:
     """The request pipeline shared by every dialect (and /v1/models)."""
 
@@ -70,6 +92,9 @@ class Gateway:
             parse_limits(config.key_rate_limits),
             time.monotonic,
         )
+        self.concurrency = ConcurrencyLimiter(
+            config.key_concurrency, parse_concurrency(config.key_concurrency_limits)
+        )
 
     def authenticate(self, request: Request) -> str:
         """A2: the API key from `Authorization: Bearer` or `x-api-key`, else 401."""
@@ -82,6 +107,7 @@ class Gateway:
         return key
 
     def rate_limit(self, key: str) -> None:
+        """A11: 429 when the key is over its rate."""
         wait_s = self.limiter.acquire(key)
         if wait_s > 0:
             raise ApiError(
@@ -89,6 +115,26 @@ class Gateway:
                 "Rate limit reached for this API key",
                 retry_after_s=wait_s,
             )
+
+    def admit(self, request: Request) -> Lease:
+        """A2, A11, A14, before any byte of the body is read: the key, a place among its
+        requests in flight (429 when it has its limit in flight already), then a token of
+        its rate (429, the place given back). The caller releases the lease when the
+        request ends."""
+        key = self.authenticate(request)
+        lease = self.concurrency.acquire(key)
+        if lease is None:
+            raise ApiError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                "Too many requests in flight for this API key",
+                retry_after_s=1,
+            )
+        try:
+            self.rate_limit(key)
+        except ApiError:
+            lease.release()
+            raise
+        return lease
 
     async def read_body(self, request: Request) -> bytes:
         """A3: the whole body, or 413 as soon as it is known to exceed the cap."""
@@ -98,11 +144,15 @@ class Gateway:
             raise _too_large(cap)
         parts: list[bytes] = []
         size = 0
-        async for part in request.stream():
-            size += len(part)
-            if size > cap:
-                raise _too_large(cap)
-            parts.append(part)
+        try:
+            async for part in request.stream():
+                size += len(part)
+                if size > cap:
+                    raise _too_large(cap)
+                parts.append(part)
+        except ClientDisconnect as exc:
+            # The client left (or the edge closed it: A12's body deadlines).
+            raise ClientGone() from exc
         return b"".join(parts)
 
     async def normalize(self, raw: bytes) -> bytes:
@@ -118,40 +168,49 @@ class Gateway:
         return bytes(reply.body) if reply.changed else raw
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
-        """The inference endpoints' ASGI entry (see `gateway.app.Edge`)."""
-        try:
-            response = await self.handle(Request(scope, receive), dialect)
-        except Exception:
-            response = internal_error(scope["path"])
-        await response(scope, receive, send)
-
-    async def handle(self, request: Request, dialect: Dialect) -> Response:
-        """The response to one inference request, counted by endpoint and status; every
-        refusal is answered in the dialect's error shape."""
-        request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+        """The inference endpoints' ASGI entry (see `gateway.app.Edge`): the answer, sent,
+        and the request's end, however it ends (answered, refused, failed, the client gone):
+        its key's place given back (A14), its status counted once, one info line if the
+        client left. Every refusal is answered in the dialect's error shape."""
+        request = Request(scope, receive)
+        rid = limits.request_id(request.headers.get("x-request-id"), new_request_id)
+        lease: Lease | None = None
         status = 500
+        gone = ""
         try:
-            response = await self._handle(request, dialect, request_id)
+            try:
+                lease = self.admit(request)
+                response = await self._handle(request, dialect, rid)
+            except ApiError as err:
+                response = error_response(err, dialect.error_body, request_id=rid)
+            except ClientGone:
+                gone = "before the answer"
+                response = Response(status_code=499)  # nginx's "client closed request"
+            except Exception:
+                response = internal_error(scope["path"])
             status = response.status_code
-            return response
-        except ApiError as err:
-            status = err.status
-            return error_response(err, dialect.error_body, request_id=request_id)
-        except ClientGone:
-            status = 499  # nginx's "client closed request"; nothing reaches the client
-            return Response(status_code=status)
+            await response(scope, receive, send)
+            if isinstance(response, EventStream) and response.client_gone:
+                gone = "during the stream"
         finally:
+            if lease is not None:
+                lease.release()
             self.metrics.requests.labels(dialect.name, str(status)).inc()
+        if gone:
+            # A client hanging up is routine, not an error of ours: one line, no traceback.
+            log.info(
+                "client disconnected",
+                extra={"request_id": rid, "path": scope["path"], "when": gone},
+            )
 
     async def _handle(self, request: Request, dialect: Dialect, request_id: str) -> Response:
         timing = Timing()
-        self.rate_limit(self.authenticate(request))
         raw = await self.read_body(request)
         if b'"tools"' in raw:
             raw = await self.normalize(raw)
         timing.normalize_us = timing.lap()
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw, parse_constant=_no_constants)
         except (ValueError, RecursionError) as exc:
             raise bad_request("request body is not valid JSON") from exc
         if not isinstance(doc, dict):
@@ -207,19 +266,3 @@ class Gateway:
         finally:
             call.cancel()
         return JSONResponse(body, headers=headers)
-
-    async def list_models(self, request: Request) -> Response:
-        """GET /v1/models: what online providers serve (A1)."""
-        self.authenticate(request)
-        try:
-            reply = await self.backends.registry.ListModels(
-                registry_pb2.ListModelsRequest(), timeout=self.config.registry_timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise ApiError(
-                ErrorCode.SERVICE_UNAVAILABLE, "routing service unavailable", retry_after_s=2
-            ) from exc
-        data = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "hedgerow"} for m in reply.models
-        ]
-        return JSONResponse({"object": "list", "data": data})

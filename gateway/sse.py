@@ -20,7 +20,7 @@ class EventStream(Response):
     sends, without a task group per request.
 
     `body` yields whole SSE events; `headers` are the answer's own (A8), the SSE ones are
-    added here."""
+    added here. `client_gone` tells, once sent, whether the client hung up before the end."""
 
     media_type = "text/event-stream"
 
@@ -29,6 +29,7 @@ class EventStream(Response):
         self.status_code = 200
         self.background = None
         self.init_headers({**headers, **_SSE_HEADERS})
+        self.client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # aclosing: a stream stopped early still runs the source's cleanup now.
@@ -41,8 +42,10 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             await send({"type": "http.response.body", "body": first, "more_body": True})
-            with contextlib.suppress(ClientGone):
+            try:
                 await unless_client_gone(receive, self._pump(body, send))
+            except ClientGone:
+                self.client_gone = True
 
     @staticmethod
     async def _pump(body: AsyncIterator[bytes], send: Send) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from contract import hedgerow_common_pb2 as common_pb2
 from gateway.canonical import (
     CanonicalRequest,
+    check_numbers,
     lowered_chat,
     positive_int,
     require_model,
@@ -106,6 +107,7 @@ def _lower_message(message: Any, i: int) -> list[dict[str, Any]]:
 
 def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:
     model = require_model(doc)
+    check_numbers(doc, "messages")
     max_tokens = positive_int(doc, "max_tokens")
     if max_tokens is None:
         raise bad_request("max_tokens: Field required", "max_tokens")

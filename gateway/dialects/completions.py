@@ -11,6 +11,7 @@ from gateway.canonical import (
     CanonicalRequest,
     allowlist,
     check_n,
+    check_numbers,
     estimate_prompt_tokens,
     positive_int,
     require_model,
@@ -22,6 +23,7 @@ from gateway.errors import bad_request
 
 def lower(doc: dict[str, Any], raw: bytes, default_max_tokens: int) -> CanonicalRequest:
     model = require_model(doc)
+    check_numbers(doc, "completions")
     prompt = doc.get("prompt")
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):

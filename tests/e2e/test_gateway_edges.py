@@ -108,7 +108,7 @@ def test_a5_vision_request_routes_to_a_vision_model(edge_stack: Stack, path: str
         assert r.headers[header], header
 
 
-def test_per_key_rate_limit_is_429_with_retry_after(edge_stack: Stack) -> None:
+def test_a11_per_key_rate_limit_is_429_with_retry_after(edge_stack: Stack) -> None:
     body = {"model": TEXT_MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
     statuses = [post(edge_stack, "/chat/completions", body, LIMITED_KEY) for _ in range(4)]
     assert [r.status_code for r in statuses[:2]] == [200, 200]
