@@ -71,7 +71,13 @@ def provider(name: str, url: str, concurrency: int = 256) -> ProviderSpec:
     )
 
 
-BASE_ENV = {"HEDGEROW_LOG_LEVEL": "warning", "HEDGEROW_QUEUE_MAX_DEPTH": "10000"}
+# One API key drives every load: its per-key concurrency and rate limits are off here.
+BASE_ENV = {
+    "HEDGEROW_LOG_LEVEL": "warning",
+    "HEDGEROW_QUEUE_MAX_DEPTH": "10000",
+    "HEDGEROW_KEY_CONCURRENCY": "0",
+    "HEDGEROW_RATE_LIMIT_RPS": "0",
+}
 
 
 def body(tokens: int) -> dict[str, object]:
@@ -265,7 +271,16 @@ def scenario_scale(rows: list[Row], quick: bool) -> None:
     from bench.fleet import measure_fleet
 
     count = 200 if quick else 1000
-    with Stack([], env={**BASE_ENV, "HEDGEROW_OFFLINE_AFTER_S": "60"}) as stack:
+    # One enrollment token and one address for the whole fleet: the per-token and
+    # per-address caps (threat model) are raised to the fleet's size for this scenario.
+    fleet_env = {
+        "HEDGEROW_OFFLINE_AFTER_S": "60",
+        "HEDGEROW_MAX_LINKS_PER_TOKEN": str(count + 10),
+        "HEDGEROW_MAX_MODELS_PER_TOKEN": str(count + 10),
+        "HEDGEROW_MAX_PENDING_HANDSHAKES": "200",
+        "HEDGEROW_MAX_PENDING_HANDSHAKES_PER_ADDR": "200",
+    }
+    with Stack([], env={**BASE_ENV, **fleet_env}) as stack:
         pid = stack.processes["dispatcher"].popen.pid
         before = rss_mb(pid)
         select_ms = asyncio.run(measure_fleet(stack, count))

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from contract import hedgerow_common_pb2 as hedgerow__common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x13hedgerow.dispatcher\x1a\x15hedgerow_common.proto\"p\n\x0c\x44ispatchCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x35\n\x05start\x18\x02 \x01(\x0b\x32$.hedgerow.dispatcher.DispatchRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x42\x06\n\x04\x63\x61ll\"`\n\x0b\x44ispatchOut\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x06\x65vents\x18\x02 \x01(\x0b\x32#.hedgerow.dispatcher.DispatchEvents\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"\xd2\x01\n\x0f\x44ispatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .hedgerow.dispatcher.RequestKind\x12 \n\x06traits\x18\x05 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tallowlist\x18\x08 \x03(\t\"\x9a\x01\n\tCommitted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x18\n\x10provider_version\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x10\n\x08queue_us\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ispatch_us\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_us\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x64mit_us\x18\x07 \x01(\x03\"\x18\n\x06\x43hunks\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\x0c\"+\n\tCompleted\x12\x1e\n\x05usage\x18\x01 \x01(\x0b\x32\x0f.hedgerow.Usage\"\x83\x02\n\rDispatchEvent\x12\x33\n\tcommitted\x18\x02 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CommittedH\x00\x12-\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x1b.hedgerow.dispatcher.ChunksH\x00\x12\x33\n\tcompleted\x18\x04 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CompletedH\x00\x12\'\n\x0cstream_error\x18\x05 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x12!\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x01\x10\x02\"D\n\x0e\x44ispatchEvents\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".hedgerow.dispatcher.DispatchEvent*`\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11REQUEST_KIND_CHAT\x10\x01\x12\x1c\n\x18REQUEST_KIND_COMPLETIONS\x10\x02\x32\x63\n\nDispatcher\x12U\n\nDispatches\x12!.hedgerow.dispatcher.DispatchCall\x1a .hedgerow.dispatcher.DispatchOut(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x64ispatcher.proto\x12\x13hedgerow.dispatcher\x1a\x15hedgerow_common.proto\"p\n\x0c\x44ispatchCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x35\n\x05start\x18\x02 \x01(\x0b\x32$.hedgerow.dispatcher.DispatchRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x42\x06\n\x04\x63\x61ll\"`\n\x0b\x44ispatchOut\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x06\x65vents\x18\x02 \x01(\x0b\x32#.hedgerow.dispatcher.DispatchEvents\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"\xd2\x01\n\x0f\x44ispatchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .hedgerow.dispatcher.RequestKind\x12 \n\x06traits\x18\x05 \x01(\x0b\x32\x10.hedgerow.Traits\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x03\x12\x12\n\nmax_tokens\x18\x07 \x01(\x03\x12\x11\n\tallowlist\x18\x08 \x03(\t\"\x9a\x01\n\tCommitted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x18\n\x10provider_version\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x10\n\x08queue_us\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ispatch_us\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_us\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x64mit_us\x18\x07 \x01(\x03\"\x18\n\x06\x43hunks\x12\x0e\n\x06\x63hunks\x18\x01 \x03(\x0c\"+\n\tCompleted\x12\x1e\n\x05usage\x18\x01 \x01(\x0b\x32\x0f.hedgerow.Usage\"\x8f\x02\n\rDispatchEvent\x12\x33\n\tcommitted\x18\x02 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CommittedH\x00\x12-\n\x06\x63hunks\x18\x03 \x01(\x0b\x32\x1b.hedgerow.dispatcher.ChunksH\x00\x12\x33\n\tcompleted\x18\x04 \x01(\x0b\x32\x1e.hedgerow.dispatcher.CompletedH\x00\x12\'\n\x0cstream_error\x18\x07 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x12!\n\x06\x66\x61iled\x18\x08 \x01(\x0b\x32\x0f.hedgerow.ErrorH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x01\x10\x02J\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07\"D\n\x0e\x44ispatchEvents\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".hedgerow.dispatcher.DispatchEvent*`\n\x0bRequestKind\x12\x1c\n\x18REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11REQUEST_KIND_CHAT\x10\x01\x12\x1c\n\x18REQUEST_KIND_COMPLETIONS\x10\x02\x32\x63\n\nDispatcher\x12U\n\nDispatches\x12!.hedgerow.dispatcher.DispatchCall\x1a .hedgerow.dispatcher.DispatchOut(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dispatcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTKIND']._serialized_start=1049
-  _globals['_REQUESTKIND']._serialized_end=1145
+  _globals['_REQUESTKIND']._serialized_start=1061
+  _globals['_REQUESTKIND']._serialized_end=1157
   _globals['_DISPATCHCALL']._serialized_start=64
   _globals['_DISPATCHCALL']._serialized_end=176
   _globals['_DISPATCHOUT']._serialized_start=178
@@ -47,9 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETED']._serialized_start=672
   _globals['_COMPLETED']._serialized_end=715
   _globals['_DISPATCHEVENT']._serialized_start=718
-  _globals['_DISPATCHEVENT']._serialized_end=977
-  _globals['_DISPATCHEVENTS']._serialized_start=979
-  _globals['_DISPATCHEVENTS']._serialized_end=1047
-  _globals['_DISPATCHER']._serialized_start=1147
-  _globals['_DISPATCHER']._serialized_end=1246
+  _globals['_DISPATCHEVENT']._serialized_end=989
+  _globals['_DISPATCHEVENTS']._serialized_start=991
+  _globals['_DISPATCHEVENTS']._serialized_end=1059
+  _globals['_DISPATCHER']._serialized_start=1159
+  _globals['_DISPATCHER']._serialized_end=1258
 # @@protoc_insertion_point(module_scope)

@@ -28,10 +28,12 @@ class ProviderInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., serial: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_hedgerow_common_pb2.ModelInfo, _Mapping]]] = ..., trusted: _Optional[bool] = ..., decode_tps: _Optional[float] = ..., prefill_tps: _Optional[float] = ..., hardware: _Optional[str] = ...) -> None: ...
 
 class UpsertProviderRequest(_message.Message):
-    __slots__ = ("provider",)
+    __slots__ = ("provider", "session")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     provider: ProviderInfo
-    def __init__(self, provider: _Optional[_Union[ProviderInfo, _Mapping]] = ...) -> None: ...
+    session: str
+    def __init__(self, provider: _Optional[_Union[ProviderInfo, _Mapping]] = ..., session: _Optional[str] = ...) -> None: ...
 
 class UpsertProviderReply(_message.Message):
     __slots__ = ()
@@ -107,13 +109,25 @@ class ReserveReply(_message.Message):
     queued_s: float
     def __init__(self, reservation_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., provider_version: _Optional[str] = ..., queued_s: _Optional[float] = ...) -> None: ...
 
+class AttemptSpeed(_message.Message):
+    __slots__ = ("ttft_s", "no_content", "decode_tps")
+    TTFT_S_FIELD_NUMBER: _ClassVar[int]
+    NO_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TPS_FIELD_NUMBER: _ClassVar[int]
+    ttft_s: float
+    no_content: bool
+    decode_tps: float
+    def __init__(self, ttft_s: _Optional[float] = ..., no_content: _Optional[bool] = ..., decode_tps: _Optional[float] = ...) -> None: ...
+
 class ReleaseRequest(_message.Message):
-    __slots__ = ("reservation_id", "status_code")
+    __slots__ = ("reservation_id", "status_code", "speed")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     status_code: int
-    def __init__(self, reservation_id: _Optional[str] = ..., status_code: _Optional[int] = ...) -> None: ...
+    speed: AttemptSpeed
+    def __init__(self, reservation_id: _Optional[str] = ..., status_code: _Optional[int] = ..., speed: _Optional[_Union[AttemptSpeed, _Mapping]] = ...) -> None: ...
 
 class ReleaseReply(_message.Message):
     __slots__ = ("released", "cooldown_entered")
@@ -170,20 +184,26 @@ class ProviderVerdict(_message.Message):
     def __init__(self, provider_id: _Optional[str] = ..., version: _Optional[str] = ..., eligible: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainReply(_message.Message):
-    __slots__ = ("providers",)
+    __slots__ = ("providers", "truncated", "total")
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     providers: _containers.RepeatedCompositeFieldContainer[ProviderVerdict]
-    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderVerdict, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    total: int
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderVerdict, _Mapping]]] = ..., truncated: _Optional[bool] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ListModelsReply(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "truncated")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +31,23 @@ class Reservation:
     provider_id: str
     provider_version: str
     queued_s: float
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What one attempt measured of its provider (C5; registry.proto `AttemptSpeed`).
+    `ttft_s` None: no first-content sample; `no_content`: `ttft_s` is a lower bound (a slow
+    sample); `decode_tps` 0: not measured."""
+
+    ttft_s: float | None = None
+    no_content: bool = False
+    decode_tps: float = 0.0
+
+    def to_proto(self) -> registry_pb2.AttemptSpeed:
+        speed = registry_pb2.AttemptSpeed(no_content=self.no_content, decode_tps=self.decode_tps)
+        if self.ttft_s is not None:
+            speed.ttft_s = self.ttft_s
+        return speed
 
 
 class NoReservation(Exception):
@@ -61,6 +81,14 @@ class GrpcRegistry:
         self._slots: UnaryMux[registry_pb2.SlotCall, registry_pb2.SlotAnswer]
         self._slots = UnaryMux("slots", self._stub.Slots, SlotsUnavailable)
         self._background: set[asyncio.Task[bool]] = set()
+        # Each link session upserted gets a name the registry keys registrations by: an
+        # upsert of a session already named is an update (a ModelsUpdate), which must not
+        # start the provider clean (C4). Unique across dispatcher processes (the prefix).
+        self._session_prefix = secrets.token_hex(6)
+        self._session_ids = itertools.count(1)
+        self._sessions: weakref.WeakKeyDictionary[ProviderSession, str] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def aclose(self) -> None:
         if self._background:
@@ -69,7 +97,17 @@ class GrpcRegistry:
 
     # --- RegistryPort (link layer): failures are logged, never raised into the session ---
 
+    def session_name(self, session: ProviderSession) -> str:
+        """The name of `session` on the wire (`UpsertProviderRequest.session`): the same for
+        every upsert of one session object, never reused for another."""
+        name = self._sessions.get(session)
+        if name is None:
+            name = self._sessions[session] = f"{self._session_prefix}.{next(self._session_ids)}"
+        return name
+
     async def upsert(self, session: ProviderSession) -> None:
+        """Register the session's provider, or update it (its models) when this session
+        was upserted before."""
         info = registry_pb2.ProviderInfo(
             id=session.provider_id,
             serial=session.provider_id,
@@ -83,7 +121,10 @@ class GrpcRegistry:
         await self._quiet(
             "UpsertProvider",
             self._stub.UpsertProvider(
-                registry_pb2.UpsertProviderRequest(provider=info), timeout=self._timeout
+                registry_pb2.UpsertProviderRequest(
+                    provider=info, session=self.session_name(session)
+                ),
+                timeout=self._timeout,
             ),
         )
 
@@ -167,14 +208,20 @@ class GrpcRegistry:
             reply.reservation_id, reply.provider_id, reply.provider_version, reply.queued_s
         )
 
-    async def release(self, reservation_id: str, status_code: int) -> bool:
-        """Free the slot and feed the breaker; returns whether a cooldown was entered.
+    async def release(
+        self, reservation_id: str, status_code: int, speed: Speed | None = None
+    ) -> bool:
+        """Free the slot, feed the breaker and the measured speed (C5); returns whether a
+        cooldown was entered.
 
-        Retried with backoff (a Release is safe to repeat: the registry frees a slot once),
-        because a lost Release would hold the slot until the stream ends (B12)."""
+        Retried with backoff (a Release is safe to repeat: the registry frees a slot once,
+        and takes its speed sample with it), because a lost Release would hold the slot
+        until the stream ends (B12)."""
         request = registry_pb2.ReleaseRequest(
             reservation_id=reservation_id, status_code=status_code
         )
+        if speed is not None:
+            request.speed.CopyFrom(speed.to_proto())
         for delay in (*RELEASE_RETRY_DELAYS_S, None):
             try:
                 answer = await self._slots.call(

@@ -22,6 +22,8 @@ def explain_table(reply: registry_pb2.ExplainReply) -> str:
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     if len(rows) == 1:
         lines.append("(no providers registered)")
+    if reply.truncated:
+        lines.append(f"({len(reply.providers)} of {reply.total} providers shown: C7)")
     return "\n".join(lines)
 
 

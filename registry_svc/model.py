@@ -124,14 +124,14 @@ class ModelLoad:
 
     ``running``: requests decoding in the engine; ``waiting``: requests queued inside the
     provider (C5 "queue depth"); ``backlog_tokens``: tokens still to generate ahead of a new
-    request; ``observed_decode_tps``: measured rate, 0 = none yet; ``loaded``: the model is
-    resident (a cold model costs ``cold_model_penalty_s``).
+    request; ``loaded``: the model is resident (a cold model costs ``cold_model_penalty_s``).
+    What the provider says of itself: the wire clamps it (``wire.loads_from``); what the
+    registry believes of its rate is measured (``speed.SpeedBook``).
     """
 
     running: int = 0
     waiting: int = 0
     backlog_tokens: int = 0
-    observed_decode_tps: float = 0.0
     loaded: bool = True
 
 
@@ -143,6 +143,8 @@ class Provider:
     defaults to False: a provider is routable only once the dispatcher says its challenge
     passed (F1). ``last_seen`` and ``registration`` are set by the registry, whatever the
     caller passes. ``decode_tps``/``prefill_tps`` are the advertised rates (0 = unknown).
+    ``session`` names the link session that registered it (opaque; "" = none): an upsert
+    naming the same session is an update of this registration, not a new one (C4).
     """
 
     id: str
@@ -156,6 +158,7 @@ class Provider:
     loads: Mapping[str, ModelLoad] = field(default_factory=dict)
     last_seen: float = 0.0
     registration: int = 0
+    session: str = ""
     parsed_version: Version | None = field(init=False, repr=False)
     memo: dict[Hashable, Any] = field(init=False, repr=False, default_factory=dict)
     """Values derived from this record by the hot path (static gate verdicts, cost terms).
@@ -177,17 +180,32 @@ IDLE_LOAD = ModelLoad()
 
 
 @dataclass(frozen=True, slots=True)
+class SpeedSample:
+    """What one attempt measured of its provider (C5, ``speed.SpeedBook``). ``ttft_s`` None:
+    no first-content sample (the attempt ended before it could tell, or was a cold load).
+    ``no_content``: ``ttft_s`` is a lower bound, the attempt had no first content within it
+    (it stalled, or lost the race after the race point). ``decode_tps`` 0: not measured.
+    Taken as given; the wire clamps them (``wire.speed_from``)."""
+
+    ttft_s: float | None = None
+    no_content: bool = False
+    decode_tps: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a reserved attempt ended, as fed to ``Registry.release``.
 
     ``status_code`` 200 = success (only a provider ``Complete``); 0 = cancelled (neutral:
     frees the slot, never touches the breaker); any other code is the provider's error
     (counted by the breaker when it is one of the counted codes). ``shape`` overrides the
-    reservation's shape when given.
+    reservation's shape when given. ``speed``: what the attempt measured of its provider
+    (C5), whatever the status.
     """
 
     status_code: int
     shape: Shape | None = None
+    speed: SpeedSample | None = None
 
     SUCCESS: ClassVar[int] = RELEASE_SUCCESS
     CANCELLED: ClassVar[int] = RELEASE_CANCELLED
@@ -200,6 +218,12 @@ class RegistrySettings:
     Not from docs/behavior.md (local choices): ``cold_model_penalty_s`` (cost of a model that is
     not resident), ``unknown_tps`` (rate assumed when a provider reports none, chosen
     pessimistic so unmeasured providers are picked last).
+
+    Measured speed (C5, ``speed.SpeedBook``): an estimate is used once it has
+    ``speed_min_samples`` samples, each new sample weighs ``speed_weight``, an estimate with
+    no sample for ``speed_ttl_s`` is forgotten, and at most ``speed_max_entries`` are kept.
+    Replies that grow with the fleet are capped: ``list_models_max`` models,
+    ``explain_max_rows`` Explain rows, ``listed_providers_max`` ids in Stats.
     """
 
     tools_version_floor: str = "0.6.3"
@@ -224,6 +248,13 @@ class RegistrySettings:
     retry_after_max_s: int = 30
     released_early_ttl_s: float = 300.0  # how long a release-before-grant is remembered
     released_early_max: int = 100_000
+    speed_min_samples: int = 3
+    speed_weight: float = 0.25
+    speed_ttl_s: float = 600.0
+    speed_max_entries: int = 100_000
+    list_models_max: int = 1000
+    explain_max_rows: int = 200
+    listed_providers_max: int = 1000
 
     def __post_init__(self) -> None:
         positive = {
@@ -232,6 +263,12 @@ class RegistrySettings:
             "breaker_cooldown_s": self.breaker_cooldown_s,
             "unknown_tps": self.unknown_tps,
             "heartbeat_timeout_s": self.heartbeat_timeout_s,
+            "speed_min_samples": self.speed_min_samples,
+            "speed_ttl_s": self.speed_ttl_s,
+            "speed_max_entries": self.speed_max_entries,
+            "list_models_max": self.list_models_max,
+            "explain_max_rows": self.explain_max_rows,
+            "listed_providers_max": self.listed_providers_max,
         }
         non_negative = {
             "queue_max_depth": self.queue_max_depth,
@@ -253,6 +290,8 @@ class RegistrySettings:
         for name, value in non_negative.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0 < self.speed_weight <= 1:
+            raise ValueError(f"speed_weight must be in (0, 1], got {self.speed_weight}")
         if self.retry_after_max_s < self.retry_after_min_s:
             raise ValueError("retry_after_max_s must be >= retry_after_min_s")
         if not self.tools_version_floor.strip():

@@ -28,6 +28,7 @@ from registry_svc.errors import RegistryError
 from registry_svc.model import Ask, ModelLoad, Outcome, Provider, RegistrySettings
 from registry_svc.queue import WaitQueue
 from registry_svc.reservations import ReleaseResult, Reservation, Reservations
+from registry_svc.speed import SpeedBook
 from registry_svc.store import InMemoryStore, ProviderStore
 from registry_svc.table import ProviderTable
 
@@ -70,6 +71,8 @@ class Registry:
         self._clock = clock
         store = InMemoryStore() if store is None else store
         self._breaker = Breaker.from_settings(settings) if breaker is None else breaker
+        self.speeds = SpeedBook.from_settings(settings)
+        """Measured speed per (provider, model), fed by releases (C5)."""
         self._queue: WaitQueue[Ask, Reservation] = WaitQueue(max_depth=settings.queue_max_depth)
         self._table = ProviderTable(settings, clock=clock, store=store)
         self._admission = Admission(
@@ -81,6 +84,7 @@ class Registry:
             rng=rng,
             store=store,
             breaker=self._breaker,
+            speeds=self.speeds,
             admission=self._admission,
             queue=self._queue,
         )
@@ -89,17 +93,23 @@ class Registry:
 
     # ------------------------------------------------------------------ provider table
 
-    def upsert_provider(self, provider: Provider) -> Provider:
-        """Register or re-register ``provider`` and return the stored record.
+    def upsert_provider(self, provider: Provider, *, session: str = "") -> Provider:
+        """Register, re-register or update ``provider`` and return the stored record.
 
-        The registry stamps ``last_seen`` and a fresh ``registration``. A re-registration of
-        the same id starts clean: its strikes and cooldowns are forgotten, and outcomes of
-        reservations taken under an earlier registration no longer feed the breaker. Queued
-        waiters the provider can serve are granted; waiters only the old record could serve
-        are failed at once.
+        ``session`` names the link session upserting it. The same non-empty session as the
+        stored record's is an update of that registration (a ModelsUpdate): its breaker
+        state, measured speed and registration stay, and it cannot restore trust. Anything
+        else is a registration: the registry stamps a fresh ``registration``, and a
+        re-registration of the same id starts clean (C4): its strikes, cooldowns and
+        measured speed are forgotten, and outcomes of reservations taken under an earlier
+        registration no longer feed them. Either way ``last_seen`` is stamped, queued
+        waiters the provider can serve are granted, and waiters only the old record could
+        serve are failed at once.
         """
-        record, previous = self._table.upsert(provider)
-        self._breaker.clear_provider(record.id)
+        record, previous, renewed = self._table.upsert(provider, session)
+        if renewed:
+            self._breaker.clear_provider(record.id)
+            self.speeds.clear_provider(record.id)
         for model_id in record.models:
             self._reservations.drain(model_id)
         if previous is not None:
@@ -163,36 +173,51 @@ class Registry:
         Fails waiters past their deadline (QueueTimeout) and waiters only silent providers
         could serve (a provider silent for ``heartbeat_timeout_s`` is gated as offline until
         its next heartbeat), forgets providers not seen for ``reconnect_grace_s``, serves
-        waiters a lapsed cooldown lets through, and sweeps stale breaker entries.
+        waiters a lapsed cooldown lets through, and sweeps stale breaker entries and speed
+        estimates.
         """
         now = self._clock()
         self._reservations.expire(now)
         self._table.sweep(now, self._reservations.fail_stranded)
         self._reservations.drain_all()
         self._breaker.sweep(now)
+        self.speeds.sweep(now)
         self._reservations.forget_released(now)
 
     # ------------------------------------------------------------------ queries
 
     def explain(self, ask: Ask) -> list[ProviderVerdict]:
         """Every provider's verdict on ``ask`` and every reason (C7); eligible first, then
-        by id. Takes no slot."""
+        those serving the model, then the rest, each by id (so a capped reply keeps the
+        rows that matter). Takes no slot."""
         ask = ask.settled(self.settings.default_max_tokens)
         verdicts = self._admission.verdicts(ask, self._table.providers(), self._clock())
         rows = [
             ProviderVerdict(p.id, p.serial, p.version, not reasons, tuple(reasons))
             for p, reasons in verdicts
         ]
-        rows.sort(key=lambda row: (not row.eligible, row.provider_id))
+        serves = {p.id for p in self._store.serving(ask.model_id)}
+        rows.sort(
+            key=lambda row: (not row.eligible, row.provider_id not in serves, row.provider_id)
+        )
         return rows
 
-    def list_models(self) -> list[str]:
-        """Sorted ids of the models live providers serve."""
-        return sorted({m for p in self._table.live() for m in p.models})
+    def list_models(self) -> tuple[list[str], bool]:
+        """The models live providers serve, de-duplicated and sorted, at most
+        ``list_models_max`` of them; and whether some were left out. When there are more,
+        the models the most live providers serve are kept (ties by id): one provider
+        advertising thousands of models cannot push out what the fleet serves."""
+        served: Counter[str] = Counter(m for p in self._table.live() for m in p.models)
+        cap = self.settings.list_models_max
+        if len(served) <= cap:
+            return sorted(served), False
+        kept = sorted(served, key=lambda m: (-served[m], m))[:cap]
+        return sorted(kept), True
 
     def online_provider_ids(self) -> list[str]:
-        """Sorted ids of the live providers (what operators and the launcher wait on)."""
-        return sorted(p.id for p in self._table.live())
+        """Sorted ids of the live providers (what operators and the launcher wait on), at
+        most ``listed_providers_max`` of them (``stats().providers_online`` counts all)."""
+        return sorted(p.id for p in self._table.live())[: self.settings.listed_providers_max]
 
     def queue_depth(self, model_id: str) -> int:
         """Waiters queued for ``model_id``."""

@@ -1,5 +1,6 @@
 """Slots, the wait queue and the breaker feed: taking a slot (C5), waiting for one (C6),
-and giving it back exactly once (B12), which feeds the breaker (C4).
+and giving it back exactly once (B12), which feeds the breaker (C4) and the measured speed
+(C5).
 
 Everything except ``reserve`` is synchronous and runs to completion without yielding, so on
 one event loop a check and the slot it takes cannot interleave with another request's (no
@@ -18,6 +19,7 @@ from registry_svc.breaker import Breaker
 from registry_svc.model import Ask, Outcome, Provider, RegistrySettings, Shape
 from registry_svc.queue import Waiter, WaitQueue
 from registry_svc.scheduler import CostModel, pick
+from registry_svc.speed import SpeedBook
 from registry_svc.store import ProviderStore, ReservationRecord
 
 
@@ -57,6 +59,7 @@ class Reservations:
         rng: random.Random,
         store: ProviderStore,
         breaker: Breaker,
+        speeds: SpeedBook,
         admission: Admission,
         queue: WaitQueue[Ask, Reservation],
     ) -> None:
@@ -65,6 +68,7 @@ class Reservations:
         self._rng = rng
         self._store = store
         self._breaker = breaker
+        self._speeds = speeds
         self._admission = admission
         self._queue = queue
         self._cost = CostModel(settings)
@@ -73,8 +77,13 @@ class Reservations:
     def choose(self, ask: Ask, now: float) -> Provider | None:
         """The provider ``ask`` would get now (C5, B10), without taking a slot; None if
         nobody is eligible. Draws the rng on a near-tie."""
+        model_id = ask.model_id
         ranked = self._cost.rank(
-            self._admission.candidates(ask, now), ask.model_id, ask.prompt_tokens, ask.max_tokens
+            self._admission.candidates(ask, now),
+            model_id,
+            ask.prompt_tokens,
+            ask.max_tokens,
+            self._speeds.for_model(model_id),
         )
         return pick(
             ranked,
@@ -153,8 +162,10 @@ class Reservations:
         ``released=False``; an unknown id is remembered for ``released_early_ttl_s``, so a
         Reserve still on its way under that id is never granted. Status 200 is a success,
         0 a neutral cancel; other codes are errors the breaker counts if they are counted
-        codes. Outcomes of reservations from an earlier registration of the provider are not
-        fed. The freed slot goes to the oldest queued waiter that can use it.
+        codes. The outcome's speed sample, if any, feeds the measured speed of (provider,
+        model) whatever the status. Outcomes of reservations from an earlier registration of
+        the provider feed neither. The freed slot goes to the oldest queued waiter that can
+        use it.
         """
         record = self._store.pop_reservation(reservation_id)
         if record is None:
@@ -165,13 +176,17 @@ class Reservations:
             return ReleaseResult(released=False)
         self._store.release_slot(record.provider_id, record.model_id)
         entered = False
-        if outcome.status_code != Outcome.CANCELLED:
+        if outcome.status_code != Outcome.CANCELLED or outcome.speed is not None:
             provider = self._store.get(record.provider_id)
             if provider is not None and provider.registration == record.registration:
-                shape = record.shape if outcome.shape is None else outcome.shape
-                entered = self._breaker.record(
-                    record.provider_id, record.model_id, shape, outcome.status_code, self._clock()
-                )
+                now = self._clock()
+                if outcome.speed is not None:
+                    self._speeds.record(record.provider_id, record.model_id, outcome.speed, now)
+                if outcome.status_code != Outcome.CANCELLED:
+                    shape = record.shape if outcome.shape is None else outcome.shape
+                    entered = self._breaker.record(
+                        record.provider_id, record.model_id, shape, outcome.status_code, now
+                    )
         self.drain(record.model_id, max_grants=1)
         return ReleaseResult(released=True, cooldown_entered=entered)
 

@@ -2,22 +2,26 @@
 
 Cost is an estimate, in seconds, of when a request would finish on a provider:
 
-    state penalty + queue depth x 3 s + pending x 0.75 s
+    state penalty + queue depth x 3 s + pending x 0.75 s + measured first-content time
       + backlog tokens / effective decode tps + prompt / prefill tps
       + max_tokens / effective decode tps
 
-with effective decode tps = observed, else advertised / (1 + 0.27 x running). ``pick``
-takes the cheapest and, among candidates within the near-tie window of it, picks at random
-so equal providers share load. Eligibility (exclude list, allowlist, gates) is decided
-before, by ``eligibility.gate``; ``pick`` only ranks what it is given.
+with effective decode tps = measured, else advertised / (1 + 0.27 x running). Measured
+figures (``speed.SpeedBook``) count once they have enough samples; until then the first
+content costs nothing extra and the advertised rate is used. ``pick`` takes the cheapest
+and, among candidates within the near-tie window of it, picks at random so equal providers
+share load. Eligibility (exclude list, allowlist, gates) is decided before, by
+``eligibility.gate``; ``pick`` only ranks what it is given.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from registry_svc.model import Provider, RegistrySettings
+from registry_svc.speed import Estimate
 
 Ranked = tuple[float, Provider]
 """(cost in seconds, provider): what ``CostModel.rank`` produces and ``pick`` chooses from."""
@@ -26,6 +30,8 @@ Ranked = tuple[float, Provider]
 _Terms = tuple[float, int, float, float, float, float]
 # (fixed s, backlog tokens, running the rate holds for, s per decoded token at that
 #  running, advertised tps, s per prompt token)
+
+_UNMEASURED: Mapping[str, Estimate] = MappingProxyType({})
 
 
 class CostModel:
@@ -50,17 +56,22 @@ class CostModel:
         model_id: str,
         prompt_tokens: int,
         max_tokens: int,
+        measured: Mapping[str, Estimate] = _UNMEASURED,
     ) -> list[Ranked]:
         """Cost every (provider, pending) pair for one request, in input order.
 
         ``pending`` is the registry's slots in use for (provider, model): requests sent and
         not finished, so the engine is assumed to run at least that many. The provider's
         heartbeat load for ``model_id`` supplies the rest. A rate <= 0 (unknown) is
-        replaced by ``unknown_tps``. Reserve's hot path: the request-independent terms are
-        cached on each record, the rest is one loop with no call per provider.
+        replaced by ``unknown_tps``. ``measured`` maps provider id -> its estimate for
+        ``model_id`` (``SpeedBook.for_model``): its first-content time is added and its
+        decode rate, once known, replaces the advertised one (never derated: it was measured
+        under whatever load there was). Reserve's hot path: the request-independent terms
+        are cached on each record, the rest is one loop with no call per provider.
         """
         key = self._key + model_id
         per_pending, load_factor = self._pending, self._load_factor
+        estimate_of = measured.get if measured else None
         out: list[Ranked] = []
         append = out.append
         for p, pending in eligible:
@@ -71,24 +82,35 @@ class CostModel:
             if pending > running:
                 # More of our requests in flight than the heartbeat saw: derate further.
                 decode_s = (1.0 + load_factor * pending) / advertised
+            if estimate_of is not None:
+                estimate = estimate_of(p.id)
+                if estimate is not None:
+                    fixed += estimate.ttft_cost_s
+                    if estimate.decode_s:
+                        decode_s = estimate.decode_s
             cost = fixed + pending * per_pending + (backlog + max_tokens) * decode_s
             append((cost + prompt_tokens * prefill_s, p))
         return out
 
     def cost(
-        self, provider: Provider, model_id: str, pending: int, prompt_tokens: int, max_tokens: int
+        self,
+        provider: Provider,
+        model_id: str,
+        pending: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        measured: Mapping[str, Estimate] = _UNMEASURED,
     ) -> float:
         """The C5 cost, in seconds, of one request on one provider (see ``rank``)."""
-        return self.rank([(provider, pending)], model_id, prompt_tokens, max_tokens)[0][0]
+        ranked = self.rank([(provider, pending)], model_id, prompt_tokens, max_tokens, measured)
+        return ranked[0][0]
 
     def _terms(self, p: Provider, model_id: str) -> _Terms:
         load = p.load(model_id)
         fixed = load.waiting * self._waiting + (0.0 if load.loaded else self._cold)
         prefill = p.prefill_tps if p.prefill_tps > 0 else self._unknown_tps
         never = float("inf")  # the rate does not depend on how many run
-        if load.observed_decode_tps > 0:
-            running, decode_s = never, 1.0 / load.observed_decode_tps
-        elif p.decode_tps > 0:
+        if p.decode_tps > 0:
             running = float(load.running)
             decode_s = (1.0 + self._load_factor * load.running) / p.decode_tps
         else:

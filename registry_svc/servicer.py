@@ -1,7 +1,10 @@
 """Registry gRPC servicer: proto <-> the `registry.Registry` facade, nothing else.
 
 Reserve and Release travel on the `Slots` stream (`slots.SlotSession`); a registry refusal
-leaves the service one way only, as `RegistryError.failure()` in `SlotAnswer.refused`."""
+leaves the service one way only, as `RegistryError.failure()` in `SlotAnswer.refused`.
+What the dispatcher reports is bounded by `wire` on the way in; every reply that grows with
+the fleet (ListModels, Explain, Stats' ids) is capped by the registry's settings on the way
+out, so no number of providers or models can make a reply the gRPC limit refuses."""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from contract import registry_pb2, registry_pb2_grpc
-from registry_svc.model import ModelLoad
 from registry_svc.registry import Registry
 from registry_svc.slots import SlotSession
-from registry_svc.wire import ask_from, provider_from
+from registry_svc.wire import WireError, ask_from, loads_from, provider_from
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
@@ -23,7 +25,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def UpsertProvider(
         self, request: registry_pb2.UpsertProviderRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UpsertProviderReply:
-        self._registry.upsert_provider(provider_from(request.provider))
+        try:
+            provider = provider_from(request.provider)
+        except WireError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._registry.upsert_provider(provider, session=request.session)
         return registry_pb2.UpsertProviderReply()
 
     async def RemoveProvider(
@@ -37,8 +43,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ReportLoadReply:
         # Every heartbeat refreshes liveness, loads or not; trust is only ever withdrawn here
         # (the dispatcher registers providers trusted once they pass the challenge).
-        loads = {x.model: ModelLoad(running=x.running, waiting=x.waiting) for x in request.loads}
-        limits = {x.model: x.max_concurrency for x in request.loads if x.max_concurrency > 0}
+        loads, limits = loads_from(request)
         self._registry.update_load(request.provider_id, loads, limits)
         if not request.trusted:
             self._registry.set_trusted(request.provider_id, False)
@@ -54,8 +59,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def Explain(
         self, request: registry_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ExplainReply:
-        rows = self._registry.explain(ask_from(request))
+        every = self._registry.explain(ask_from(request))
+        rows = every[: self._registry.settings.explain_max_rows]
         return registry_pb2.ExplainReply(
+            truncated=len(rows) < len(every),
+            total=len(every),
             providers=[
                 registry_pb2.ProviderVerdict(
                     provider_id=row.provider_id,
@@ -67,13 +75,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                     ],
                 )
                 for row in rows
-            ]
+            ],
         )
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListModelsReply:
-        return registry_pb2.ListModelsReply(models=self._registry.list_models())
+        models, truncated = self._registry.list_models()
+        return registry_pb2.ListModelsReply(models=models, truncated=truncated)
 
     async def Stats(
         self, request: registry_pb2.StatsRequest, context: grpc.aio.ServicerContext

@@ -11,7 +11,7 @@ from contract import registry_pb2
 from registry_svc.errors import RegistryError
 from registry_svc.model import Outcome
 from registry_svc.registry import Registry
-from registry_svc.wire import ask_from, release_reply, reply_from
+from registry_svc.wire import ask_from, release_reply, reply_from, speed_from
 from svckit.rpcmux import StreamSession
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class SlotSession(StreamSession[registry_pb2.SlotCall]):
         rid = call.release.reservation_id
         self.cancel(rid)  # a Reserve of that id still waiting gives up
         self._held.discard(rid)
-        result = self._registry.release(rid, Outcome(call.release.status_code))
+        outcome = Outcome(call.release.status_code, speed=speed_from(call.release))
+        result = self._registry.release(rid, outcome)
         await self.write(
             registry_pb2.SlotAnswer(call_id=call.call_id, released=release_reply(result))
         )

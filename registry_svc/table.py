@@ -32,11 +32,35 @@ class ProviderTable:
         self._store = store
         self._registrations = itertools.count(1)
 
-    def upsert(self, provider: Provider) -> tuple[Provider, Provider | None]:
-        """Store ``provider`` stamped with ``last_seen`` now and a fresh ``registration``;
-        return (the stored record, the record it replaced or None)."""
-        record = replace(provider, last_seen=self._clock(), registration=next(self._registrations))
-        return record, self._store.put(record)
+    def upsert(
+        self, provider: Provider, session: str = ""
+    ) -> tuple[Provider, Provider | None, bool]:
+        """Store ``provider`` stamped with ``last_seen`` now; return (the stored record, the
+        record it replaced or None, whether this is a new registration).
+
+        An upsert naming the (non-empty) ``session`` of the stored record is an update of
+        that registration (the provider changed its models): it keeps its ``registration``
+        (so its reservations still feed the breaker), its loads, and its trust (an update
+        can withdraw trust, never grant it). Anything else is a new registration, stamped
+        with a fresh ``registration``."""
+        now = self._clock()
+        previous = self._store.get(provider.id)
+        if session and previous is not None and previous.session == session:
+            record = replace(
+                provider,
+                session=session,
+                last_seen=now,
+                registration=previous.registration,
+                trusted=previous.trusted and provider.trusted,
+                loads=previous.loads,
+            )
+            renewed = False
+        else:
+            fresh = next(self._registrations)
+            record = replace(provider, session=session, last_seen=now, registration=fresh)
+            renewed = True
+        self._store.put(record)
+        return record, previous, renewed
 
     def go_offline(self, provider_id: str) -> Provider | None:
         """The provider's session ended: keep its record as offline (seen now), so requests

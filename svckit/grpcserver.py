@@ -18,6 +18,11 @@ from svckit.auth import ServiceAuth
 
 log = logging.getLogger(__name__)
 
+# The largest gRPC message any of our servers or channels sends or accepts, stated on both
+# ends alike. What grows with traffic stays far below it: the dispatcher splits a dispatch's
+# events by HEDGEROW_DISPATCH_MESSAGE_BYTES, the registry caps its listings.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass
 class RunningServer:
@@ -44,8 +49,8 @@ async def start_grpc(
     when `auth` allows it. Every call but health's must carry `auth`'s service token."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
         interceptors=auth.interceptors(),
     )
@@ -86,8 +91,8 @@ async def wait_for_stop_signal(on_stop: Callable[[], Awaitable[None]]) -> None:
 # Client channels between services: large messages, and a short reconnect backoff so a
 # restarted peer is used again within a second instead of grpc's default of up to 120 s.
 CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -121,12 +121,18 @@ class Cancel:
 @dataclass(frozen=True, slots=True)
 class Release:
     """Registry Release: give the slot back and feed the breaker with `status_code`
-    (SUCCESS, CANCELLED or the failure code); count the attempt under `outcome`. Exactly one
-    per reserved attempt (B12)."""
+    (SUCCESS, CANCELLED or the failure code); count the attempt under `outcome`; report
+    what the attempt measured of its provider's speed (C5). Exactly one per reserved
+    attempt (B12).
+
+    `slow`: the attempt had no first content within its own time -- its first-content timer
+    fired (B6-B8), or another attempt's first content overtook it after it had run at least
+    the race point (B5) -- so the registry gets a slow first-content sample, not silence."""
 
     attempt: int
     status_code: int
     outcome: Outcome
+    slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,12 @@ inbox; timers are loop callbacks that put their `Timer` there; reserves are task
 `Reserved`/`NoProvider`. The loop takes everything ready at once, steps the pure machine,
 and executes the actions it returns (each as `actions` documents) -- nothing else decides
 anything here. What it talks to comes in as `ports`, so tests can fake each one.
+
+It also watches what providers do, since what they say may be false: each attempt's times
+go with its Release as a speed sample (`speed.measure`, C5); an `Accepted` is checked
+against the provider session's cold-load memory (`speed.ColdLoads`, B6); a chunk larger
+than one `Dispatches` message (`max_chunk_bytes`) fails its own attempt as a 502, so no
+provider can make a message the stream shared by other requests cannot carry.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from typing import Any, assert_never
 
 from contract import dispatcher_pb2
 from contract import hedgerow_common_pb2 as common_pb2
-from contract.chunks import is_boilerplate
 from dispatcher_svc.config import DispatcherConfig
 from dispatcher_svc.dispatch import machine
 from dispatcher_svc.dispatch.actions import (
@@ -39,36 +44,27 @@ from dispatcher_svc.dispatch.actions import (
     Send,
     SetTimer,
 )
+from dispatcher_svc.dispatch.attempt import Watch, pump
 from dispatcher_svc.dispatch.events import (
-    Accepted,
-    Chunk,
     ClientGone,
-    Completed,
     Disconnected,
     Event,
     NoProvider,
-    ProviderError,
     Reserved,
     Shutdown,
     Timer,
-    Usage,
 )
 from dispatcher_svc.dispatch.metrics import DispatchMetrics
 from dispatcher_svc.dispatch.ports import Clock, LinkAttempt, Links, SlotRegistry
+from dispatcher_svc.dispatch.speed import AttemptClock, ColdLoads, measure
 from dispatcher_svc.dispatch.state import DispatchSettings, DispatchState
-from dispatcher_svc.link import (
-    LinkAccepted,
-    LinkChunk,
-    LinkComplete,
-    LinkDisconnected,
-    LinkError,
-)
-from dispatcher_svc.registry_client import NoReservation
+from dispatcher_svc.registry_client import NoReservation, Speed
 
 __all__ = ["DispatchRun", "Dispatcher", "settings_from"]
 
 log = logging.getLogger(__name__)
 RETRY_RESERVE_TIMEOUT_S = 5.0
+DEFAULT_MAX_CHUNK_BYTES = 1024 * 1024
 
 
 def settings_from(config: DispatcherConfig) -> DispatchSettings:
@@ -95,7 +91,7 @@ class _Live:
     version: str = ""
     queued_s: float = 0.0
     reserve_s: float = 0.0  # the Reserve call, queue wait included
-    sent_at: float = 0.0
+    times: AttemptClock = field(default_factory=AttemptClock)
     link: LinkAttempt | None = None
     reader: asyncio.Task[None] | None = None
     reserver: asyncio.Task[None] | None = None
@@ -104,7 +100,10 @@ class _Live:
 
 @dataclass(eq=False)
 class DispatchRun:
-    """Drives one request. Iterate `run()` for the gateway's events; cancel-safe."""
+    """Drives one request. Iterate `run()` for the gateway's events; cancel-safe.
+
+    `cold_loads` is shared by every run of a dispatcher (None: this run's own);
+    `max_chunk_bytes` the largest chunk an attempt may send (a larger one fails it, 502)."""
 
     request: dispatcher_pb2.DispatchRequest
     settings: DispatchSettings
@@ -113,11 +112,18 @@ class DispatchRun:
     metrics: DispatchMetrics
     queue_wait_s: float
     clock: Clock = time.monotonic
+    cold_loads: ColdLoads | None = None
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     inbox: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     _attempts: dict[int, _Live] = field(default_factory=dict)
     _timers: dict[Timer, asyncio.TimerHandle] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _started: float = 0.0
+    _watch: Watch = field(init=False)
+
+    def __post_init__(self) -> None:
+        cold_loads = self.cold_loads or ColdLoads(self.settings.inference_timeout_s)
+        self._watch = Watch(self.request.model, self.max_chunk_bytes, cold_loads, self.clock)
 
     async def run(self) -> AsyncGenerator[list[dispatcher_pb2.DispatchEvent], None]:
         """Yields the gateway's events, one list per machine step (never empty)."""
@@ -285,7 +291,7 @@ class DispatchRun:
 
     def _send(self, attempt_id: int) -> None:
         live = self._attempts[attempt_id]
-        live.sent_at = self.clock()
+        live.times.sent_at = self.clock()
         self.metrics.dispatches.labels("sent").inc()
         self._log("attempt sent", attempt_id, live, version=live.version, backup=live.backup)
         live.reader = self._spawn(self._attempt_task(attempt_id, live))
@@ -310,34 +316,8 @@ class DispatchRun:
             await asyncio.shield(session.cancel(link_id))
             raise
         live.link = link
-        put = self.inbox.put_nowait
-        content_seen = False
-        while True:
-            event = await link.next_event()
-            match event:
-                case LinkChunk():
-                    # Only chunks up to this attempt's first content need classifying: that
-                    # one commits the attempt (or it has lost the race), and every later
-                    # chunk is relayed or dropped as is.
-                    boilerplate = not content_seen and is_boilerplate(event.payload)
-                    content_seen = not boilerplate
-                    put(Chunk(attempt_id, event.payload, boilerplate))
-                    continue
-                case LinkAccepted():
-                    put(Accepted(attempt_id))
-                    continue
-                case LinkComplete():
-                    u = event.usage
-                    usage = Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens)
-                    put(Completed(attempt_id, usage))
-                case LinkError():
-                    put(ProviderError(attempt_id, event.status, event.message))
-                case LinkDisconnected():
-                    put(Disconnected(attempt_id))
-                case _:
-                    assert_never(event)
+        if await pump(link, session, attempt_id, self.inbox.put_nowait, live.times, self._watch):
             session.finish(link_id)
-            return
 
     def _cancel(self, attempt_id: int) -> None:
         live = self._attempts.get(attempt_id)
@@ -354,12 +334,26 @@ class DispatchRun:
         if live is None or not live.reservation_id:
             return
         self.metrics.dispatches.labels(action.outcome.value).inc()
-        self._log("attempt released", action.attempt, live, status=action.status_code)
-        self._spawn(self._release_task(live.reservation_id, action.status_code))
+        speed = measure(live.times, action, self._deadline_s)
+        self._log(
+            "attempt released",
+            action.attempt,
+            live,
+            status=action.status_code,
+            ttft_s=None if speed is None else speed.ttft_s,
+            slow=action.slow,
+        )
+        self._spawn(self._release_task(live.reservation_id, action.status_code, speed))
 
-    async def _release_task(self, reservation_id: str, status: int) -> None:
-        if await self.registry.release(reservation_id, status):
+    async def _release_task(
+        self, reservation_id: str, status: int, speed: Speed | None = None
+    ) -> None:
+        if await self.registry.release(reservation_id, status, speed):
             self.metrics.cooldowns.inc()
+
+    @property
+    def _deadline_s(self) -> float:
+        return self.settings.ttft_deadline_s(self.request.prompt_tokens)
 
     def _commit(self, action: Commit) -> list[dispatcher_pb2.DispatchEvent]:
         live = self._attempts[action.attempt]
@@ -373,8 +367,8 @@ class DispatchRun:
                 attempts=action.dispatches,
                 queue_us=int(live.queued_s * 1e6),
                 admit_us=int(max(0.0, live.reserve_s - live.queued_s) * 1e6),
-                dispatch_us=int((live.sent_at - self._started) * 1e6),
-                provider_us=int((now - live.sent_at) * 1e6),
+                dispatch_us=int((live.times.sent_at - self._started) * 1e6),
+                provider_us=int((now - live.times.sent_at) * 1e6),
             )
         )
         return [committed, _chunks(action.chunks)] if action.chunks else [committed]
@@ -402,6 +396,9 @@ class Dispatcher:
         self._links = links
         self._registry = registry
         self._metrics = metrics
+        self._cold_loads = ColdLoads(config.inference_timeout_s)  # B6, across requests
+        self.max_message_bytes = config.dispatch_message_bytes
+        """The budget of one `Dispatches` message (the servicer splits by it)."""
         self._runs: set[DispatchRun] = set()
         self._idle = asyncio.Event()
 
@@ -415,6 +412,8 @@ class Dispatcher:
             self._registry,
             self._metrics,
             self._config.queue_wait_s,
+            cold_loads=self._cold_loads,
+            max_chunk_bytes=self.max_message_bytes,
         )
         self._runs.add(run)
         try:

@@ -78,9 +78,13 @@ class NoProvider:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The provider is loading the model cold (B6)."""
+    """The provider says it is loading the model cold: a promise of content within the
+    inference timeout (B6). `plausible`: the driver found a cold load possible (this
+    provider's session has not delivered content for the model, and no cold load of it has
+    outlived its budget, `speed.ColdLoads`); otherwise it is a lie and changes nothing."""
 
     attempt: int
+    plausible: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,7 +193,9 @@ def _on_reserved(state: DispatchState, event: Reserved, now: float) -> Step:
         # Nobody wants this slot any more (commit, failure or client gone came first).
         return state, [Release(event.attempt, CANCELLED, Outcome.CANCELLED)]
     deadline = Timer(TimerKind.DEADLINE, event.attempt, now + state.ttft_deadline_s)
-    attempt = AttemptState(event.attempt, event.provider, event.version, backup, deadline)
+    attempt = AttemptState(
+        event.attempt, event.provider, event.version, backup, deadline, sent_at=now
+    )
     actions: list[Action] = [Send(event.attempt), SetTimer(deadline)]
     state = replace(state, live=(*state.live, attempt), dispatches=state.dispatches + 1)
     # One backup per primary, raced at ratio x deadline (B5); a backup gets none of its own.
@@ -236,14 +238,15 @@ def _step_pre_commit(state: DispatchState, event: AttemptEvent, now: float) -> S
             state, finish = step(state, event, now)
             return state, actions + finish
         case Accepted():
-            if attempt.timer.kind is TimerKind.ACCEPTED:
+            if not event.plausible or attempt.timer.kind is TimerKind.ACCEPTED:
+                # B6: a lie (the provider already served this model, or its one cold load
+                # ran out) changes nothing; nor does a repeated promise.
                 return state, []
-            # B6: a cold load gets inference_timeout for first content, and is not raced.
+            # B6: a cold load is a promise of content within inference_timeout. It replaces
+            # the attempt's deadline but not the race: a backup still goes out at the usual
+            # point, and the first content wins (B5).
             timer = Timer(TimerKind.ACCEPTED, attempt.id, now + state.settings.inference_timeout_s)
             actions = [ClearTimer(attempt.timer), SetTimer(timer)]
-            if state.speculative is not None and state.speculative.attempt == attempt.id:
-                actions.append(ClearTimer(state.speculative))
-                state = replace(state, speculative=None)
             return state.put(replace(attempt, timer=timer)), actions
         case ProviderError():
             status = _failure_status(event.status)
@@ -272,9 +275,10 @@ def _on_pre_commit_timer(state: DispatchState, timer: Timer) -> Step:
         at = timer.at + state.settings.preamble_content_timeout_s
         extended = Timer(TimerKind.PREAMBLE, attempt.id, at)
         return state.put(replace(attempt, timer=extended)), [SetTimer(extended)]
-    # B7/B8/B6: a stall is a 504 for the breaker (B9); the provider is still running.
+    # B7/B8/B6: a stall is a 504 for the breaker (B9) and a slow sample (C5); the provider
+    # is still running. After Accepted it is a broken promise.
     message = _STALLED[timer.kind]
-    return _attempt_failed(state, attempt, TIMEOUT, message, cancel=True, fired=timer)
+    return _attempt_failed(state, attempt, TIMEOUT, message, cancel=True, fired=timer, slow=True)
 
 
 def _attempt_failed(
@@ -285,6 +289,7 @@ def _attempt_failed(
     *,
     cancel: bool = False,
     fired: Timer | None = None,
+    slow: bool = False,
 ) -> Step:
     """B2: drop the attempt and its held chunks, feed the breaker, then fail over."""
     actions: list[Action] = []
@@ -305,9 +310,8 @@ def _attempt_failed(
         racing or state.primaries < state.settings.max_dispatch_attempts
     )
     outcome = Outcome.of(status, committed=False, goes_on=goes_on)
-    actions += _stop(
-        attempt.timer, Release(attempt.id, status, outcome), cancel=cancel, fired=fired
-    )
+    release = Release(attempt.id, status, outcome, slow=slow)
+    actions += _stop(attempt.timer, release, cancel=cancel, fired=fired)
     if not goes_on:
         return _fail(state, actions)
     if racing:
@@ -320,9 +324,10 @@ def _commit(
     state: DispatchState, winner: AttemptState, chunks: tuple[bytes, ...], now: float
 ) -> Step:
     """THE commit point (B1): the winner's held chunks go out in order, every other attempt
-    loses (B5), and the state moves to COMMITTED, whose handler cannot retry (B3)."""
+    loses (B5), and the state moves to COMMITTED, whose handler cannot retry (B3). A loser
+    that had run at least the race point without content was slow (C5)."""
     losers = replace(state, live=tuple(a for a in state.live if a.id != winner.id))
-    state, actions = _teardown(losers, [ClearTimer(winner.timer)], None)
+    state, actions = _teardown(losers, [ClearTimer(winner.timer)], None, overtaken_at=now)
     actions.append(
         Commit(winner.id, winner.provider, winner.version, chunks, state.dispatches, winner.backup)
     )
@@ -412,18 +417,23 @@ def _teardown(
     actions: Sequence[Action],
     terminal: Phase | None,
     final: Action | None = None,
+    *,
+    overtaken_at: float | None = None,
 ) -> Step:
     """After `actions`, stop everything still running: cancel every live attempt and the
     committed one, disarm their timers and the race timer, release their slots as
     cancelled, and abort every outstanding reserve (whose answer is still owed: B12). Then
     `final`, the client's last word, if any. Every ending goes through here (`terminal`),
-    and so does the commit, for the losers (`terminal` None)."""
+    and so does the commit, for the losers (`terminal` None, `overtaken_at` the commit's
+    time: a loser that had run the race point by then is released `slow`, C5)."""
     out = list(actions)
-    running = [(a.id, a.timer) for a in state.live]
+    late = float("-inf") if overtaken_at is None else overtaken_at - state.race_point_s
+    running = [(a.id, a.timer, a.sent_at <= late) for a in state.live]
     if state.streaming is not None:
-        running.append((state.streaming.attempt, state.streaming.timer))
-    for attempt, timer in running:
-        out += _stop(timer, Release(attempt, CANCELLED, Outcome.CANCELLED), cancel=True)
+        running.append((state.streaming.attempt, state.streaming.timer, False))
+    for attempt, timer, slow in running:
+        release = Release(attempt, CANCELLED, Outcome.CANCELLED, slow=slow)
+        out += _stop(timer, release, cancel=True)
     if state.speculative is not None:
         out.append(ClearTimer(state.speculative))
     aborted = [attempt for attempt, _ in state.reserving]

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc.link import LinkEvent
-from dispatcher_svc.registry_client import Reservation
+from dispatcher_svc.registry_client import Reservation, Speed
 
 __all__ = ["Clock", "LinkAttempt", "LinkSession", "Links", "SlotRegistry"]
 
@@ -42,8 +42,11 @@ class SlotRegistry(Protocol):
         `timeout_s`; a refusal raises `NoReservation`."""
         ...
 
-    async def release(self, reservation_id: str, status_code: int) -> bool:
-        """Free the slot and feed the breaker; whether a cooldown was entered. Repeatable."""
+    async def release(
+        self, reservation_id: str, status_code: int, speed: Speed | None = None
+    ) -> bool:
+        """Free the slot, feed the breaker and the measured speed (C5); whether a cooldown
+        was entered. Repeatable."""
         ...
 
 

@@ -70,7 +70,8 @@ class Phase(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class AttemptState:
     """A sent attempt that has not committed and not ended. `timer` is its armed
-    first-content watch (DEADLINE, PREAMBLE or ACCEPTED); accepted = ACCEPTED watch."""
+    first-content watch (DEADLINE, PREAMBLE or ACCEPTED); accepted = ACCEPTED watch.
+    `sent_at`: when it was sent (how long it has had, when it is overtaken: B5, C5)."""
 
     id: int
     provider: str
@@ -78,6 +79,7 @@ class AttemptState:
     backup: bool
     timer: Timer
     held: tuple[bytes, ...] = ()
+    sent_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,12 @@ class DispatchState:
         if self.streaming is not None:
             return Phase.COMMITTED
         return Phase.WAITING_FIRST_CONTENT if self.live else Phase.SELECTING
+
+    @property
+    def race_point_s(self) -> float:
+        """How long a primary waits for first content before a backup races it (B5): an
+        attempt overtaken after running this long without content was slow (C5)."""
+        return min(self.settings.speculative_ratio, 1.0) * self.ttft_deadline_s
 
     @property
     def finished(self) -> bool:

@@ -47,6 +47,7 @@ class FakeDispatcher:
     closed: list[str] = field(default_factory=list)
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
     streams: int = 0
+    max_message_bytes: int = 1024 * 1024  # the servicer's budget per message
 
     async def dispatch(
         self, request: dispatcher_pb2.DispatchRequest

@@ -1,4 +1,4 @@
-"""The internal gRPC surface is authenticated (threat model, rule F7): every call but the
+"""The internal gRPC surface is authenticated (threat model, rule F10): every call but the
 health check needs the shared service token; reflection is off unless asked for."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def target(running: RunningServer) -> str:
     return f"127.0.0.1:{running.port}"
 
 
-async def test_f7_a_call_without_the_token_is_refused(registry: RunningServer) -> None:
+async def test_f10_a_call_without_the_token_is_refused(registry: RunningServer) -> None:
     for auth in (ServiceAuth(), ServiceAuth(token="wrong-token-wrong-token")):
         async with aio_channel(target(registry), auth, CHANNEL_OPTIONS) as channel:
             stub = registry_pb2_grpc.RegistryStub(channel)
@@ -57,7 +57,7 @@ async def test_f7_a_call_without_the_token_is_refused(registry: RunningServer) -
     assert "intruder" not in stats.online_provider_ids and stats.providers_online == 0
 
 
-async def test_f7_a_call_with_the_token_is_served(registry: RunningServer) -> None:
+async def test_f10_a_call_with_the_token_is_served(registry: RunningServer) -> None:
     async with aio_channel(target(registry), ServiceAuth(token=TOKEN), CHANNEL_OPTIONS) as ch:
         stub = registry_pb2_grpc.RegistryStub(ch)
         await stub.UpsertProvider(
@@ -70,7 +70,7 @@ async def test_f7_a_call_with_the_token_is_served(registry: RunningServer) -> No
     assert list(stats.online_provider_ids) == ["p1"]
 
 
-async def test_f7_health_stays_open_and_reflection_is_off(registry: RunningServer) -> None:
+async def test_f10_health_stays_open_and_reflection_is_off(registry: RunningServer) -> None:
     async with grpc.aio.insecure_channel(target(registry)) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=5
@@ -85,7 +85,7 @@ async def test_f7_health_stays_open_and_reflection_is_off(registry: RunningServe
         assert off.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED)
 
 
-async def test_f7_reflection_when_asked_for() -> None:
+async def test_f10_reflection_when_asked_for() -> None:
     config = RegistryConfig(port=0, auth=ServiceAuth(token=TOKEN, reflection=True))
     running = await registry_server.start(config, registry_server.build_registry(config))
     try:

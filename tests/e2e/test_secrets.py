@@ -1,5 +1,5 @@
 """No default secrets outside dev mode, and an authenticated internal surface (threat model,
-rules F6, F7), with real processes."""
+rules F9, F10), with real processes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ SECRETS = {
         ("normalizer_svc", "HEDGEROW_SERVICE_TOKEN"),
     ],
 )
-def test_f6_a_service_without_its_secrets_refuses_to_start(module: str, missing: str) -> None:
+def test_f9_a_service_without_its_secrets_refuses_to_start(module: str, missing: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEROW_")}
     done = subprocess.run(
         [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
@@ -52,7 +52,7 @@ def production_stack() -> Iterator[Stack]:
         yield stack
 
 
-def test_f6_a_stack_with_its_own_secrets_serves(production_stack: Stack) -> None:
+def test_f9_a_stack_with_its_own_secrets_serves(production_stack: Stack) -> None:
     body = {
         "model": "hedgerow-sim-1",
         "max_tokens": 4,
@@ -65,7 +65,7 @@ def test_f6_a_stack_with_its_own_secrets_serves(production_stack: Stack) -> None
     assert dev.status_code == 401
 
 
-def test_f7_the_registry_refuses_a_caller_without_the_service_token(
+def test_f10_the_registry_refuses_a_caller_without_the_service_token(
     production_stack: Stack,
 ) -> None:
     with grpc.insecure_channel(production_stack.registry_addr) as channel:

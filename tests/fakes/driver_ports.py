@@ -10,7 +10,7 @@ from typing import Any
 
 from contract import hedgerow_common_pb2 as common_pb2
 from dispatcher_svc.link import LinkComplete, LinkEvent
-from dispatcher_svc.registry_client import Reservation
+from dispatcher_svc.registry_client import Reservation, Speed
 
 CONTENT = json.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}).encode()
 DONE = LinkComplete(common_pb2.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2))
@@ -57,16 +57,20 @@ class FakeLinks:
 
 
 class FakeRegistry:
-    """Hands out the providers in order; records every release."""
+    """Hands out the providers in order; records every release (and its speed sample)."""
 
     def __init__(self, providers: Sequence[str]) -> None:
         self.queue = list(providers)
         self.released: list[tuple[str, int]] = []
+        self.speeds: dict[str, Speed | None] = {}
 
     async def reserve(self, **_: Any) -> Reservation:
         provider = self.queue.pop(0)
         return Reservation(f"r-{provider}", provider, "1.0", 0.0)
 
-    async def release(self, reservation_id: str, status_code: int) -> bool:
+    async def release(
+        self, reservation_id: str, status_code: int, speed: Speed | None = None
+    ) -> bool:
         self.released.append((reservation_id, status_code))
+        self.speeds[reservation_id] = speed
         return False

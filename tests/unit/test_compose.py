@@ -116,7 +116,7 @@ def test_provider_model_dir_exists_in_the_image() -> None:
 SECRETS = ("HEDGEROW_API_KEYS", "HEDGEROW_ENROLLMENT_TOKENS", "HEDGEROW_SERVICE_TOKEN")
 
 
-def test_f6_no_secret_is_written_in_compose_and_dev_mode_is_never_on() -> None:
+def test_f9_no_secret_is_written_in_compose_and_dev_mode_is_never_on() -> None:
     for name, svc in hedgerow_services().items():
         env = svc["environment"]
         assert "HEDGEROW_DEV" not in env, name
@@ -125,7 +125,7 @@ def test_f6_no_secret_is_written_in_compose_and_dev_mode_is_never_on() -> None:
                 assert env[key] == f"${{{key}:?set {key}}}", f"{name}: {key} must come from env"
 
 
-def test_f6_each_service_gets_only_the_secrets_it_uses() -> None:
+def test_f9_each_service_gets_only_the_secrets_it_uses() -> None:
     services = hedgerow_services()
     needs = {
         "gateway": {"HEDGEROW_API_KEYS", "HEDGEROW_SERVICE_TOKEN"},
@@ -139,13 +139,13 @@ def test_f6_each_service_gets_only_the_secrets_it_uses() -> None:
         assert set(SECRETS) & set(services[name]["environment"]) == secrets, name
 
 
-def test_f7_published_ports_bind_loopback_unless_told_otherwise() -> None:
+def test_f10_published_ports_bind_loopback_unless_told_otherwise() -> None:
     for name, svc in hedgerow_services().items():
         for mapping in svc.get("ports", []):
             assert mapping.startswith("${HEDGEROW_PUBLISH_ADDR:-127.0.0.1}:"), name
 
 
-def test_f7_providers_have_no_network_path_to_the_internal_grpc_services() -> None:
+def test_f10_providers_have_no_network_path_to_the_internal_grpc_services() -> None:
     services = hedgerow_services()
     for name in ("provider-a", "provider-b"):
         assert services[name]["networks"] == ["providers"], name

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from contract import dispatcher_pb2, registry_pb2
 from contract import hedgerow_common_pb2 as common_pb2
 from contract.errors import ErrorCode, Failure
 from gateway.canonical import CanonicalRequest
@@ -96,3 +97,27 @@ def test_b3_every_dialect_renders_an_in_band_error_with_its_code(dialect, code: 
         assert raw.endswith(b"data: [DONE]\n\n")
         error = events[-1]["error"]
         assert error["code"] == code.value and error["status"] == code.status
+
+
+def _older_error(field: int) -> bytes:
+    """A message of the schema before the one vocabulary: `field` held {1: int32 status,
+    2: string code, 3: string message} (Failed, StreamError, SlotRefusal)."""
+    inner = b"\x08\xad\x03" + b"\x12\x13rate_limit_exceeded" + b"\x1a\x04busy"
+    return bytes([(field << 3) | 2, len(inner)]) + inner
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (dispatcher_pb2.DispatchEvent, 5),
+        (dispatcher_pb2.DispatchEvent, 6),
+        (registry_pb2.SlotAnswer, 4),
+    ],
+)
+def test_an_older_peers_error_is_never_misread_as_ours(message: Any, field: int) -> None:
+    """Field numbers are never reused: mid-rollout, an old peer's error is an unknown
+    field (the reader sees no answer, and fails it as such), never a wrong status."""
+    parsed = message.FromString(_older_error(field))
+    assert (
+        parsed.WhichOneof("event" if message is dispatcher_pb2.DispatchEvent else "answer") is None
+    )

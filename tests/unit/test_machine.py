@@ -87,6 +87,7 @@ class Run:
         self.providers: dict[int, str] = {}  # attempt -> provider
         self.released: dict[int, list[int]] = {}
         self.sent: set[int] = set()
+        self.sent_at: dict[int, float] = {}
         self.ended: set[int] = set()  # attempts that reported a terminal event themselves
         self.fed: dict[int, list[bytes]] = {}  # attempt -> chunks fed, in order
         self.committed: int | None = None
@@ -150,6 +151,7 @@ class Run:
                 assert action.attempt in self.providers and action.attempt not in self.released
                 assert action.attempt not in self.sent and self.committed is None
                 self.sent.add(action.attempt)
+                self.sent_at[action.attempt] = self.now
             elif isinstance(action, Cancel):
                 assert action.attempt in self.sent and action.attempt not in self.ended
                 assert action.attempt not in self.released, "cancel before release"
@@ -160,6 +162,7 @@ class Run:
                     # B9: success only on Complete.
                     assert isinstance(event, Completed) and event.attempt == action.attempt
                 self._check_outcome(action, actions)
+                self._check_slow(action, actions, event)
             elif isinstance(action, SetTimer):
                 assert action.timer not in self.armed
                 assert action.timer.at >= self.now
@@ -201,6 +204,26 @@ class Run:
         else:
             fails = any(isinstance(a, Fail) for a in actions)
             assert outcome is (Outcome.FAILURE if fails else Outcome.RETRY_PRECONTENT)
+
+    def _check_slow(self, release: Release, actions: list[Action], event: Event | None) -> None:
+        """C5: a release is `slow` exactly when the attempt had no content in its time: its
+        own first-content timer fired, or another attempt committed after it had run at
+        least the race point. Never for a client gone, a shutdown or a provider's error."""
+        own_timer = (
+            isinstance(event, Timer)
+            and event.attempt == release.attempt
+            and event.kind is not TimerKind.IDLE
+            and release.status_code == 504
+        )
+        overtaken = (
+            release.status_code == CANCELLED
+            and any(isinstance(a, Commit) and a.attempt != release.attempt for a in actions)
+            and self.now - self.sent_at.get(release.attempt, self.now) >= self.race_point()
+        )
+        assert release.slow == (own_timer or overtaken), (release, event)
+
+    def race_point(self) -> float:
+        return min(self.settings.speculative_ratio, 1.0) * self.state.ttft_deadline_s
 
     def close(self) -> None:
         """B12: the request is over, every reservation was released exactly once, no timer
@@ -489,7 +512,7 @@ def test_b5_backup_first_content_wins_and_primary_is_cancelled() -> None:
         ClearTimer(T(DEADLINE, 2, 7.5)),
         Cancel(1),
         ClearTimer(T(DEADLINE, 1, 5.0)),
-        Release(1, CANCELLED, Outcome.CANCELLED),
+        Release(1, CANCELLED, Outcome.CANCELLED, slow=True),  # C5: it had the race point
         Commit(2, "pB", "2.0", (b"B",), 2, True),
         SetTimer(T(IDLE, 2, 603.0)),
     ]
@@ -611,14 +634,16 @@ def test_b5_ratio_zero_races_at_once() -> None:
 # ---- B6: Accepted (cold load) ----------------------------------------------------------
 
 
-def test_b6_accepted_gets_inference_timeout_and_is_not_raced() -> None:
+def test_b6_accepted_gets_inference_timeout_and_is_still_raced() -> None:
     run = sent_one()
     assert run.feed(Accepted(1), at=1.0) == [
         ClearTimer(T(DEADLINE, 1, 5.0)),
         SetTimer(T(ACCEPTED, 1, 601.0)),
-        ClearTimer(T(SPEC, 1, 2.5)),
     ]
     assert run.feed(Accepted(1), at=2.0) == [], "a repeated Accepted does not extend"
+    # B6/B5: the promise replaces the deadline, not the race.
+    assert run.fire(SPEC) == [Reserve(2, frozenset({"pA"}), None, may_queue=False, backup=True)]
+    assert run.feed(NoProvider(2, full=True)) == [], "no backup: the promise is waited for"
     run.feed(role(1), at=300.0)
     actions = run.feed(text(1), at=400.0)
     assert ClearTimer(T(ACCEPTED, 1, 601.0)) in actions and any(
@@ -628,13 +653,57 @@ def test_b6_accepted_gets_inference_timeout_and_is_not_raced() -> None:
     run.close()
 
 
-def test_b6_accepted_then_silence_is_a_504_and_fails_over() -> None:
+def test_b6_accepted_primary_loses_to_the_backups_first_content_and_is_slow() -> None:
+    """The Accepted-forever liar's request: the backup goes out at the usual point and its
+    first content wins; the liar is cancelled and released as a slow sample (C5)."""
+    run = sent_one()
+    run.feed(Accepted(1), at=0.1)
+    run.fire(SPEC)
+    run.reserved(2, "pB", "2.0")
+    actions = run.feed(text(2, b"B"), at=2.6)
+    assert Commit(2, "pB", "2.0", (b"B",), 2, True) in actions
+    assert Cancel(1) in actions and ClearTimer(T(ACCEPTED, 1, 600.1)) in actions
+    assert Release(1, CANCELLED, Outcome.CANCELLED, slow=True) in actions
+    run.feed(Completed(2))
+    run.close()
+
+
+def test_b6_accepted_primary_whose_content_beats_the_backup_wins() -> None:
+    run = sent_one()
+    run.feed(Accepted(1), at=0.1)
+    run.fire(SPEC)
+    run.reserved(2, "pB", "2.0")
+    actions = run.feed(text(1, b"A"), at=3.0)
+    assert Commit(1, "pA", "1.0", (b"A",), 2, False) in actions
+    # The backup had run 0.5 s, less than the race point: no judgement of its speed (C5).
+    assert Release(2, CANCELLED, Outcome.CANCELLED, slow=False) in actions
+    run.feed(Completed(1))
+    run.close()
+
+
+def test_b6_a_lie_keeps_the_normal_deadline() -> None:
+    """Accepted that the driver found implausible (the provider already served the model,
+    or its one cold load ran out) changes nothing: the deadline stands, then a 504."""
+    run = sent_one(NO_RACE)
+    assert run.feed(Accepted(1, plausible=False), at=1.0) == []
+    assert run.timer(DEADLINE) == T(DEADLINE, 1, 5.0)
+    assert run.fire(DEADLINE) == [
+        Cancel(1),
+        Release(1, 504, Outcome.TIMEOUT, slow=True),
+        Reserve(2, frozenset({"pA"}), "1.0", may_queue=False, backup=False),
+    ]
+    run.abandon()
+
+
+def test_b6_b9_a_broken_promise_is_a_504_strike_and_a_slow_sample() -> None:
     run = sent_one()
     run.feed(Accepted(1), at=1.0)
+    run.fire(SPEC)
+    run.feed(NoProvider(2, full=True))
     assert run.fire(ACCEPTED) == [
         Cancel(1),
-        Release(1, 504, Outcome.TIMEOUT),
-        Reserve(2, frozenset({"pA"}), "1.0", may_queue=False, backup=False),
+        Release(1, 504, Outcome.TIMEOUT, slow=True),
+        Reserve(3, frozenset({"pA"}), "1.0", may_queue=False, backup=False),
     ]
     run.abandon()
 
@@ -659,7 +728,7 @@ def test_b7_deadline_with_preamble_extends_once_then_504_and_fails_over() -> Non
     run.feed(role(1), at=50.0)
     assert run.fire(PREAMBLE) == [
         Cancel(1),
-        Release(1, 504, Outcome.TIMEOUT),
+        Release(1, 504, Outcome.TIMEOUT, slow=True),
         Reserve(2, frozenset({"pA"}), "1.0", may_queue=False, backup=False),
     ]
     run.abandon()
@@ -691,7 +760,7 @@ def test_b8_deadline_with_nothing_is_a_504_and_fails_over() -> None:
     run = sent_one(NO_RACE)
     assert run.fire(DEADLINE) == [
         Cancel(1),
-        Release(1, 504, Outcome.TIMEOUT),
+        Release(1, 504, Outcome.TIMEOUT, slow=True),
         Reserve(2, frozenset({"pA"}), "1.0", may_queue=False, backup=False),
     ]
     run.abandon()
@@ -705,10 +774,10 @@ def test_b9_racers_that_held_preamble_both_strike_504() -> None:
     run.feed(role(2), at=3.0)
     assert run.fire(DEADLINE, 1) == [SetTimer(T(PREAMBLE, 1, 95.0))]
     assert run.fire(DEADLINE, 2) == [SetTimer(T(PREAMBLE, 2, 97.5))]
-    assert run.fire(PREAMBLE, 1) == [Cancel(1), Release(1, 504, Outcome.TIMEOUT)]
+    assert run.fire(PREAMBLE, 1) == [Cancel(1), Release(1, 504, Outcome.TIMEOUT, slow=True)]
     assert run.fire(PREAMBLE, 2) == [
         Cancel(2),
-        Release(2, 504, Outcome.TIMEOUT),
+        Release(2, 504, Outcome.TIMEOUT, slow=True),
         Reserve(3, frozenset({"pA", "pB"}), "2.0", may_queue=False, backup=False),
     ]
     assert run.releases() == {1: 504, 2: 504}
@@ -717,9 +786,9 @@ def test_b9_racers_that_held_preamble_both_strike_504() -> None:
 
 def test_b9_racers_with_nothing_strike_504_at_their_deadlines() -> None:
     run = racing()
-    assert run.fire(DEADLINE, 1) == [Cancel(1), Release(1, 504, Outcome.TIMEOUT)]
+    assert run.fire(DEADLINE, 1) == [Cancel(1), Release(1, 504, Outcome.TIMEOUT, slow=True)]
     actions = run.fire(DEADLINE, 2)
-    assert actions[:2] == [Cancel(2), Release(2, 504, Outcome.TIMEOUT)] and isinstance(
+    assert actions[:2] == [Cancel(2), Release(2, 504, Outcome.TIMEOUT, slow=True)] and isinstance(
         actions[2], Reserve
     )
     run.abandon()
@@ -956,7 +1025,7 @@ def test_a_cleared_timer_delivered_late_is_ignored() -> None:
     run = sent_one()
     run.feed(Accepted(1), at=1.0)
     assert step(run.state, T(DEADLINE, 1, 5.0), 5.0)[1] == []
-    assert step(run.state, T(SPEC, 1, 2.5), 5.0)[1] == []
+    assert step(run.state, T(SPEC, 1, 2.4), 5.0)[1] == [], "not the armed race timer"
     run.abandon()
 
 

@@ -813,11 +813,11 @@ def test_list_models_and_stats_count_only_live_providers() -> None:
     registry.upsert_provider(provider("b", trusted=False, models={"secret": model("secret")}))
     registry.upsert_provider(provider("c", models={"gone": model("gone")}))
     registry.remove_provider("c")
-    assert registry.list_models() == ["m", "n"]
+    assert registry.list_models() == (["m", "n"], False)
     assert registry.online_provider_ids() == ["a"]
     assert registry.stats().providers_online == 1  # one predicate: online, trusted, fresh
     clock.advance(16)
-    assert registry.list_models() == []  # silent
+    assert registry.list_models() == ([], False)  # silent
     assert (registry.online_provider_ids(), registry.stats().providers_online) == ([], 0)
 
 

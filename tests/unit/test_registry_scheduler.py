@@ -7,40 +7,70 @@ from collections import Counter
 
 import pytest
 
-from registry_svc.model import ModelLoad, Provider, RegistrySettings
+from registry_svc.model import ModelLoad, Provider, RegistrySettings, SpeedSample
 from registry_svc.scheduler import CostModel, Ranked, pick
+from registry_svc.speed import Estimate, SpeedBook
 from tests.fakes.registry import provider
 
 COST = CostModel(RegistrySettings())
 
 
-def cost(p: Provider, *, pending: int = 0, prompt: int = 0, max_tokens: int = 0) -> float:
-    return COST.cost(p, "m", pending, prompt, max_tokens)
+def cost(
+    p: Provider,
+    *,
+    pending: int = 0,
+    prompt: int = 0,
+    max_tokens: int = 0,
+    measured: Estimate | None = None,
+) -> float:
+    book = {} if measured is None else {p.id: measured}
+    return COST.cost(p, "m", pending, prompt, max_tokens, book)
+
+
+def measured(*, decode_tps: float = 0.0, ttft_s: float | None = None) -> Estimate:
+    """An estimate with enough samples (3, the default) of each kind given."""
+    book = SpeedBook()
+    for _ in range(3):
+        book.record("p", "m", SpeedSample(ttft_s=ttft_s, decode_tps=decode_tps), now=0.0)
+    estimate = book.get("p", "m")
+    assert estimate is not None
+    return estimate
 
 
 def test_c5_effective_decode_tps() -> None:
-    # observed, else advertised / (1 + 0.27 x running)
+    # measured, else advertised / (1 + 0.27 x running)
     idle = provider("p", decode_tps=100)
     assert cost(idle, max_tokens=100) == pytest.approx(1.0)
     busy = provider("p", decode_tps=100, loads={"m": ModelLoad(running=2)})
     assert cost(busy, max_tokens=100) == pytest.approx(100 / (100 / 1.54))
-    measured = provider(
-        "p", decode_tps=100, loads={"m": ModelLoad(running=9, observed_decode_tps=42)}
-    )
-    assert cost(measured, max_tokens=42) == pytest.approx(1.0)
+    loaded = provider("p", decode_tps=100, loads={"m": ModelLoad(running=9)})
+    assert cost(loaded, max_tokens=42, measured=measured(decode_tps=42)) == pytest.approx(1.0)
+    # Not derated by what is pending either: it was measured under whatever load there was.
+    assert cost(
+        loaded, pending=20, max_tokens=42, measured=measured(decode_tps=42)
+    ) == pytest.approx(20 * 0.75 + 1.0)
 
 
 def test_c5_cost_formula() -> None:
-    load = ModelLoad(running=3, waiting=2, backlog_tokens=500, observed_decode_tps=0.0)
+    load = ModelLoad(running=3, waiting=2, backlog_tokens=500)
     p = provider("p", decode_tps=100, prefill_tps=2000, loads={"m": load})
     decode = 100 / (1 + 0.27 * 3)
     expected = 2 * 3.0 + 1 * 0.75 + 500 / decode + 1000 / 2000 + 256 / decode
     assert cost(p, pending=1, prompt=1000, max_tokens=256) == pytest.approx(expected)
 
 
-def test_c5_cost_uses_observed_tps_when_known() -> None:
-    p = provider("p", decode_tps=100, loads={"m": ModelLoad(running=5, observed_decode_tps=20)})
-    assert cost(p, max_tokens=200) == pytest.approx(200 / 20)
+def test_c5_cost_uses_measured_tps_when_known() -> None:
+    """A provider advertising 100 tps but measured at 20 costs what it was measured at."""
+    p = provider("p", decode_tps=100, loads={"m": ModelLoad(running=5)})
+    assert cost(p, max_tokens=200, measured=measured(decode_tps=20)) == pytest.approx(200 / 20)
+
+
+def test_c5_cost_adds_measured_first_content_time() -> None:
+    p = provider("p", decode_tps=100, prefill_tps=1000)
+    base = cost(p, prompt=100, max_tokens=100)
+    assert cost(p, prompt=100, max_tokens=100, measured=measured(ttft_s=4.0)) == pytest.approx(
+        base + 4.0
+    )
 
 
 def test_c5_pending_slots_count_as_running() -> None:
