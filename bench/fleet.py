@@ -8,9 +8,11 @@ import statistics
 import time
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from contract import hedgerow_common_pb2 as common_pb2
 from contract import provider_link_pb2 as link_pb2
+from contract.link import CLOSE_TRY_AGAIN
 from contract.sealing import KeyPair, SealedChannel
 from dispatcher_svc.registry_client import GrpcRegistry
 from stack.launcher import ENROLLMENT_TOKEN, Stack
@@ -22,7 +24,23 @@ MODEL = "hedgerow-sim-1"
 async def fake_provider(
     url: str, provider_id: str, registered: asyncio.Event, stop: asyncio.Event
 ) -> None:
+    """One provider; like the real agent it comes back when the door says "try again
+    later" (1013: too many handshakes in progress)."""
     keys = KeyPair.generate()
+    for attempt in range(50):
+        try:
+            await _serve(url, provider_id, keys, registered, stop)
+            return
+        except ConnectionClosed as closed:
+            if closed.rcvd is None or closed.rcvd.code != CLOSE_TRY_AGAIN:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise RuntimeError(f"{provider_id} was never let in")
+
+
+async def _serve(
+    url: str, provider_id: str, keys: KeyPair, registered: asyncio.Event, stop: asyncio.Event
+) -> None:
     async with connect(url, ping_interval=None) as ws:
         await ws.send(
             link_pb2.Frame(

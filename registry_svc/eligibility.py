@@ -101,18 +101,23 @@ def liveness(provider: Provider, now: float, stale_after_s: float | None) -> lis
     longer than ``stale_after_s`` (None: silence not checked), ``untrusted`` until its
     challenge passed. A new list the caller may extend."""
     reasons: list[Reason] = []
-    if not provider.online or (
-        stale_after_s is not None and now - provider.last_seen > stale_after_s
-    ):
+    if _offline(provider, now, stale_after_s):
         reasons.append(_OFFLINE)
     if not provider.trusted:
         reasons.append(_UNTRUSTED)
     return reasons
 
 
+def _offline(provider: Provider, now: float, stale_after_s: float | None) -> bool:
+    """Marked offline, or silent for longer than ``stale_after_s`` (None: not checked)."""
+    return not provider.online or (
+        stale_after_s is not None and now - provider.last_seen > stale_after_s
+    )
+
+
 def is_live(provider: Provider, now: float, stale_after_s: float) -> bool:
     """Online, trusted and heard from within ``stale_after_s``: no ``liveness`` reason."""
-    return not liveness(provider, now, stale_after_s)
+    return provider.trusted and not _offline(provider, now, stale_after_s)
 
 
 def _record_reasons(
@@ -155,9 +160,35 @@ def gate(
     template and template capabilities, not excluded, in the allowlist, not cooling, fits
     the model's context, and a free slot.
     """
-    reasons = liveness(provider, req.now, req.stale_after_s)
-    # The record's own part is cached on the record (safe: a record never changes), as the
-    # hot path asks it of every provider of a model on every request.
+    reasons: list[Reason] = []
+    _walk(provider, req, in_use, cooling_until, reasons)
+    return reasons
+
+
+def _walk(
+    provider: Provider,
+    req: GateRequest,
+    in_use: int,
+    cooling_until: float | None,
+    out: list[Reason] | None,
+) -> bool:
+    """The one walk over the gates: True when ``provider`` passes them all. With ``out``,
+    every failing gate's reason is appended; without, it stops at the first (selection's
+    hot path asks this of every provider of a model on every request, and builds no
+    reason it would throw away)."""
+    ok = True
+    now = req.now
+    if _offline(provider, now, req.stale_after_s):
+        if out is None:
+            return False
+        ok = False
+        out.append(_OFFLINE)
+    if not provider.trusted:
+        if out is None:
+            return False
+        ok = False
+        out.append(_UNTRUSTED)
+    # The record's own part is cached on the record (safe: a record never changes).
     cached: tuple[tuple[Reason, ...], ModelInfo | None] | None = provider.memo.get(req.record_key)
     if cached is None:
         cached = (
@@ -167,22 +198,40 @@ def gate(
         provider.memo[req.record_key] = cached
     record, info = cached
     if record:
-        reasons.extend(record)
+        if out is None:
+            return False
+        ok = False
+        out.extend(record)
     if provider.id in req.exclude:
-        reasons.append(Reason(ReasonCode.EXCLUDED))
+        if out is None:
+            return False
+        ok = False
+        out.append(Reason(ReasonCode.EXCLUDED))
     if req.allowlist is not None and provider.serial not in req.allowlist:
-        reasons.append(Reason(ReasonCode.NOT_IN_ALLOWLIST))
+        if out is None:
+            return False
+        ok = False
+        out.append(Reason(ReasonCode.NOT_IN_ALLOWLIST))
     if info is None:
-        return reasons
-    if cooling_until is not None and cooling_until > req.now:
-        detail = f"{req.traits.shape.value} for {cooling_until - req.now:.0f}s"
-        reasons.append(Reason(ReasonCode.COOLING_DOWN_UNTIL, detail=detail))
+        return ok
+    if cooling_until is not None and cooling_until > now:
+        if out is None:
+            return False
+        ok = False
+        detail = f"{req.traits.shape.value} for {cooling_until - now:.0f}s"
+        out.append(Reason(ReasonCode.COOLING_DOWN_UNTIL, detail=detail))
     if info.max_context_tokens is not None and req.request_tokens > info.max_context_tokens:
+        if out is None:
+            return False
+        ok = False
         detail = f"{req.request_tokens} > {info.max_context_tokens} tokens"
-        reasons.append(Reason(ReasonCode.TOO_LARGE, detail=detail))
+        out.append(Reason(ReasonCode.TOO_LARGE, detail=detail))
     if in_use >= info.max_concurrency:
-        reasons.append(Reason(ReasonCode.AT_CAPACITY))
-    return reasons
+        if out is None:
+            return False
+        ok = False
+        out.append(Reason(ReasonCode.AT_CAPACITY))
+    return ok
 
 
 def eligible_now(
@@ -202,6 +251,6 @@ def eligible_now(
     out: list[tuple[Provider, int]] = []
     for p in providers:
         pending = in_use(p.id, 0)
-        if not gate(p, req, in_use=pending, cooling_until=cooling_until(p.id)):
+        if _walk(p, req, pending, cooling_until(p.id), None):
             out.append((p, pending))
     return out
