@@ -297,7 +297,7 @@ def test_e5_client_gone_closes_the_upstream_stream(
 # --- Cancel within 100 ms, measured on the provider's link (E5) --------------------------
 
 
-async def test_e5_cancel_stops_a_long_sim_generation_within_100ms() -> None:
+async def test_e5_cancel_stops_a_long_sim_generation_within_100ms(tmp_path: Path) -> None:
     """A real agent process; the in-test link server timestamps every frame on arrival."""
     async with FakeDispatcher(heartbeat_interval_s=0.5) as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEROW_")}
@@ -307,6 +307,7 @@ async def test_e5_cancel_stops_a_long_sim_generation_within_100ms() -> None:
                 "HEDGEROW_ENROLLMENT_TOKEN": TOKEN,
                 "HEDGEROW_MODEL_DIR": str(MODELS_DIR),
                 "HEDGEROW_PROVIDER_ID": "cancel-probe",
+                "HEDGEROW_KEY_FILE": str(tmp_path / "provider.key"),  # not the user's home
                 "HEDGEROW_SIM_TTFT_S": "0",
                 "HEDGEROW_SIM_TOKENS_PER_S": "200",
                 "HEDGEROW_SIM_MAX_TOKENS": "100000",
