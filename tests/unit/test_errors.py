@@ -121,3 +121,18 @@ def test_an_older_peers_error_is_never_misread_as_ours(message: Any, field: int)
     assert (
         parsed.WhichOneof("event" if message is dispatcher_pb2.DispatchEvent else "answer") is None
     )
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_b3_responses_in_band_errors_parse_with_the_official_sdk(code: ErrorCode) -> None:
+    """The OpenAI SDK's own models accept what the Responses stream sends after commit: its
+    `response.failed` error code is one of the SDK's enum, whatever our code."""
+    from openai.types.responses import ResponseErrorEvent, ResponseFailedEvent
+
+    req = CanonicalRequest("m", b"{}", False, False, False, 1, 8, True, False)
+    events = _events(RESPONSES.stream(req).error(ApiError(code, "mid-stream")))
+    error_event, failed = events[-2], events[-1]
+    ResponseErrorEvent.model_validate(error_event, strict=False)
+    parsed = ResponseFailedEvent.model_validate(failed, strict=False)
+    assert parsed.response.error is not None
+    assert parsed.response.error.message == "mid-stream"
