@@ -13,7 +13,14 @@ from collections.abc import Callable, Collection, Iterable
 from enum import StrEnum
 
 from registry_svc.breaker import Breaker
-from registry_svc.eligibility import GateRequest, Reason, ReasonCode, eligible_now, gate
+from registry_svc.eligibility import (
+    GateRequest,
+    Reason,
+    ReasonCode,
+    eligible_now,
+    gate,
+    seen_within,
+)
 from registry_svc.errors import (
     ModelTooLarge,
     NoCapableProvider,
@@ -90,7 +97,7 @@ def classify(
         elif (
             ReasonCode.OFFLINE in codes
             and codes <= _WAITABLE | {ReasonCode.OFFLINE}
-            and now - provider.last_seen <= reconnect_grace_s
+            and seen_within(provider, now, reconnect_grace_s)
         ):
             any_reconnecting = True
     if traits.has_tools and not any_tools:
@@ -290,7 +297,7 @@ class Admission:
     def _known(self, serving: Collection[Provider], now: float) -> bool:
         """Someone serves the model, or did within the reconnect grace (else A3: 404)."""
         grace = self._settings.reconnect_grace_s
-        return any(p.online or now - p.last_seen <= grace for p in serving)
+        return any(p.online or seen_within(p, now, grace) for p in serving)
 
     def _classify(self, ask: Ask, serving: Iterable[Provider], now: float) -> Availability:
         return classify(

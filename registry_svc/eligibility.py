@@ -115,6 +115,12 @@ def _offline(provider: Provider, now: float, stale_after_s: float | None) -> boo
     )
 
 
+def seen_within(provider: Provider, now: float, grace_s: float) -> bool:
+    """Heard from within ``grace_s``: a provider merely reconnecting (A7), one the registry
+    still remembers."""
+    return now - provider.last_seen <= grace_s
+
+
 def is_live(provider: Provider, now: float, stale_after_s: float) -> bool:
     """Online, trusted and heard from within ``stale_after_s``: no ``liveness`` reason."""
     return provider.trusted and not _offline(provider, now, stale_after_s)

@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
-from registry_svc.eligibility import is_live
+from registry_svc.eligibility import is_live, seen_within
 from registry_svc.model import ModelLoad, Provider, RegistrySettings
 from registry_svc.store import ProviderStore
 
@@ -122,7 +122,7 @@ class ProviderTable:
         turn, right after it was forgotten (its waiters may have nobody left)."""
         for provider in list(self._store.providers()):
             silent_s = now - provider.last_seen
-            gone = silent_s > self._settings.reconnect_grace_s
+            gone = not seen_within(provider, now, self._settings.reconnect_grace_s)
             if gone:
                 self._store.delete(provider.id)
             if gone or (provider.online and silent_s > self._settings.heartbeat_timeout_s):
